@@ -1,0 +1,65 @@
+# ztbridge — the two commands: `make up` and `make test`.
+# Everything a fresh Debian machine lacks is installed here, idempotently.
+
+SHELL := /bin/bash
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+
+.PHONY: up test install install-test system-deps npm-deps lint typecheck unit bench clean help
+
+help:
+	@echo "make up    - install and start ztbridge on embedded defaults"
+	@echo "make test  - install test dependencies and run lint, type checks and every test"
+	@echo "make bench - run the ingest benchmark (installs Orthanc for the comparison)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.runtime: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt -e .
+	touch $@
+
+$(VENV)/.test: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt -e '.[test]'
+	touch $(VENV)/.runtime $@
+
+install: $(VENV)/.runtime
+install-test: $(VENV)/.test
+
+# Debian packages: DCMTK is the modality in the tests. apt-get update runs once.
+system-deps:
+	@command -v storescu >/dev/null && command -v echoscu >/dev/null || { \
+	  echo "installing DCMTK (Debian package dcmtk)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends dcmtk; }
+
+tests/js/node_modules/.package-lock.json: tests/js/package.json tests/js/package-lock.json
+	npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
+
+npm-deps: tests/js/node_modules/.package-lock.json
+
+up: install
+	$(BIN)/ztbridge up
+
+lint: install-test
+	$(BIN)/ruff check .
+
+typecheck: install-test
+	$(BIN)/mypy
+
+test: install-test system-deps npm-deps lint typecheck
+	$(BIN)/pytest
+
+bench: install-test system-deps
+	@command -v Orthanc >/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends orthanc; }
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) tests/js/node_modules .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,46 @@
+"""Starting and stopping the DICOM listener."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pynetdicom import AE
+
+from dicom_scp.contexts import storage_contexts, verification_context
+from dicom_scp.handlers import Handlers
+from gateway.service import Gateway
+
+log = logging.getLogger("ztbridge.dicom")
+
+
+class DicomServer:
+    """The pynetdicom AE configured from settings, serving in background threads."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        s = gateway.settings.dicom
+        self.gateway = gateway
+        self.handlers = Handlers(gateway)
+        ae = AE(ae_title=s.ae_title)
+        ae.supported_contexts = [*storage_contexts(), verification_context()]
+        ae.maximum_pdu_size = s.max_pdu_length
+        ae.maximum_associations = s.max_associations
+        ae.acse_timeout = s.acse_timeout
+        ae.dimse_timeout = s.dimse_timeout
+        ae.network_timeout = s.network_timeout
+        self.ae = ae
+        self._server: Any = None
+
+    def start(self) -> None:
+        """Listen without blocking; associations are served on their own threads."""
+        s = self.gateway.settings.dicom
+        self._server = self.ae.start_server(
+            (s.host, s.port), block=False, evt_handlers=list(self.handlers.bindings())
+        )
+        log.info("DICOM listener on %s:%d, AE title %s", s.host, s.port, s.ae_title)
+
+    def stop(self) -> None:
+        """Stop listening and end open associations."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None

@@ -1,0 +1,108 @@
+"""Table definitions (SQLAlchemy Core), portable between SQLite and PostgreSQL.
+
+Core rather than ORM objects: ingest inserts one row per instance on the hot path, and plain
+``insert()`` statements cost a fraction of ORM unit-of-work bookkeeping.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+UID = String(64)
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ae_title", String(16), nullable=False, unique=True),
+    Column("name", String(200), nullable=False, default=""),
+    Column("networks", JSON, nullable=False),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("created_at", String(40), nullable=False),
+)
+
+studies = Table(
+    "studies",
+    metadata,
+    Column("study_uid", UID, primary_key=True),
+    Column("patient_id", String(64), nullable=False),
+    Column("created_at", String(40), nullable=False),
+)
+
+study_keys = Table(
+    "study_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("study_uid", UID, ForeignKey("studies.study_uid"), nullable=False, index=True),
+    Column("kem", String(32), nullable=False),
+    Column("custodian_wrap", LargeBinary, nullable=False),
+    Column("created_at", String(40), nullable=False),
+)
+
+instances = Table(
+    "instances",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("sop_instance_uid", UID, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("study_uid", UID, ForeignKey("studies.study_uid"), nullable=False),
+    Column("series_uid", UID, nullable=False),
+    Column("sop_class_uid", UID, nullable=False),
+    Column("transfer_syntax", UID, nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("cid", String(100), nullable=False),
+    Column("stored_size", Integer, nullable=False),
+    Column("size", Integer, nullable=False),
+    # SHA-256 of the data set exactly as the sender encoded it (the file meta group is ours).
+    Column("sha256", String(64), nullable=False),
+    Column("key_id", String(32), ForeignKey("study_keys.key_id"), nullable=False),
+    Column("metadata_json", Text, nullable=False),
+    Column("flag", String(32), nullable=True),
+    Column("received_at", String(40), nullable=False),
+    Column("origin", String(16), nullable=False),
+    Column("calling_ae", String(16), nullable=True),
+    Column("device_id", Integer, nullable=True),
+    UniqueConstraint("sop_instance_uid", "version", name="uq_instance_version"),
+)
+Index("ix_instances_study", instances.c.study_uid, instances.c.series_uid)
+Index("ix_instances_sop", instances.c.sop_instance_uid)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("ts", String(40), nullable=False),
+    Column("kind", String(48), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# One row: the head of the audit chain. Updated in the same transaction as each append, it
+# serializes writers (SELECT ... FOR UPDATE on PostgreSQL) and lets verification notice a
+# truncated tail, which a chain alone cannot.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
+)

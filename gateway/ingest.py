@@ -1,0 +1,275 @@
+"""The one way an instance enters ztbridge: C-STORE, ``ztbridge import`` and STOW-RS all call
+``Ingestor.ingest``.
+
+validate → encrypt (AES-256-GCM under the study key) → content store (durable) → index row +
+audit event (one durable commit) → receipt. Nothing is acknowledged before both the ciphertext
+and its row are on stable storage; a crash in between leaves at most an unreferenced
+ciphertext object, never a row without its object. Bad input never raises: it returns a
+receipt with the DICOM status to answer and the reason, which is also logged and audited.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Literal
+
+from sqlalchemy import Connection, bindparam, func, insert, select
+
+from gateway import crypto
+from gateway.audit import AuditEvent, AuditLog
+from gateway.clock import Clock
+from gateway.dataset import DEFLATED, STATUS_OUT_OF_RESOURCES, file_meta, inflate, scan
+from gateway.errors import DatasetRefusedError, StorageError
+from gateway.index.database import Database
+from gateway.index.models import instances, studies, study_keys
+from gateway.keys import StudyKey, StudyKeyCache
+from gateway.metadata import WANTED, first_strings, read_indexed, to_json
+from gateway.store.base import ContentStore
+from gateway.validation import required_identifiers
+
+log = logging.getLogger("ztbridge.ingest")
+
+STATUS_SUCCESS = 0x0000
+
+# Built once: constructing a statement costs more than executing it on SQLite.
+_VERSIONS = select(instances.c.version, instances.c.sha256).where(
+    instances.c.sop_instance_uid == bindparam("sop")
+)
+_STUDY_EXISTS = select(studies.c.study_uid).where(studies.c.study_uid == bindparam("study"))
+_INSERT_INSTANCE = insert(instances)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who handed us the instance, for the index and the audit log."""
+
+    kind: Literal["c-store", "import", "stow"]
+    actor: str
+    calling_ae: str | None = None
+    device_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """An encoded data set exactly as received, without file meta information."""
+
+    dataset: bytes
+    transfer_syntax: str
+    declared_sop_class: str | None = None
+    declared_sop_instance: str | None = None
+    source_ae: str | None = None
+
+
+class Outcome(StrEnum):
+    """What ingest did with an instance."""
+
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+    NEW_VERSION = "new-version"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The result of one ingest: the DIMSE status to answer, and what happened."""
+
+    outcome: Outcome
+    status: int
+    sop_instance_uid: str | None = None
+    study_uid: str | None = None
+    cid: str | None = None
+    version: int | None = None
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the sender may consider the instance safely stored."""
+        return self.outcome is not Outcome.REFUSED
+
+
+class Ingestor:
+    """Validates, encrypts, stores and indexes instances. Thread-safe."""
+
+    def __init__(
+        self,
+        db: Database,
+        store: ContentStore,
+        keys: StudyKeyCache,
+        audit: AuditLog,
+        clock: Clock,
+        max_instance_bytes: int,
+    ) -> None:
+        self._db = db
+        self._store = store
+        self._keys = keys
+        self._audit = audit
+        self._clock = clock
+        self._max_bytes = max_instance_bytes
+
+    def ingest(self, incoming: Incoming, origin: Origin) -> Receipt:
+        """Store one instance; never raises for bad input or a full disk (see Receipt)."""
+        try:
+            return self._ingest(incoming, origin)
+        except DatasetRefusedError as e:
+            return self._refused(e.reason, e.status, origin, incoming.declared_sop_instance)
+        except StorageError as e:
+            log.error("storage failure during ingest: %s", e)
+            return self._refused(
+                f"storage failure: {e}",
+                STATUS_OUT_OF_RESOURCES,
+                origin,
+                incoming.declared_sop_instance,
+            )
+
+    def _refused(self, reason: str, status: int, origin: Origin, sop_uid: str | None) -> Receipt:
+        log.warning("refused instance %s from %s: %s", sop_uid, origin.actor, reason)
+        try:
+            self._audit.record(
+                AuditEvent(
+                    "instance.refused",
+                    origin.actor,
+                    sop_uid or "",
+                    "refused",
+                    {"reason": reason, "status": f"0x{status:04X}", "origin": origin.kind},
+                )
+            )
+        except StorageError as e:
+            log.error("could not audit a refusal: %s", e)
+        return Receipt(Outcome.REFUSED, status, sop_uid, reason=reason)
+
+    def _ingest(self, incoming: Incoming, origin: Origin) -> Receipt:
+        raw = incoming.dataset
+        ts = incoming.transfer_syntax
+        if len(raw) > self._max_bytes:
+            raise DatasetRefusedError(
+                f"instance of {len(raw)} bytes exceeds the limit of {self._max_bytes}",
+                STATUS_OUT_OF_RESOURCES,
+            )
+        plain = inflate(raw, self._max_bytes) if ts in DEFLATED else raw
+        doc = read_indexed(plain, scan(plain, ts, WANTED))
+        ids = required_identifiers(
+            first_strings(doc), incoming.declared_sop_class, incoming.declared_sop_instance
+        )
+        sop_uid, study_uid = ids["SOPInstanceUID"], ids["StudyInstanceUID"]
+        dataset_sha = hashlib.sha256(raw).hexdigest()
+
+        previous = self._versions(sop_uid)
+        if dataset_sha in previous.values():
+            return self._duplicate(sop_uid, study_uid, dataset_sha, origin)
+
+        meta = file_meta(ids["SOPClassUID"], sop_uid, ts, incoming.source_ae or origin.calling_ae)
+        key, key_is_new = self._keys.issue(study_uid)
+        ciphertext = crypto.seal_parts(key.key, bytes.fromhex(key.key_id), [meta, raw])
+        cid = self._store.put(ciphertext)
+
+        with self._db.write() as conn:
+            versions = self._versions(sop_uid, conn)
+            if dataset_sha in versions.values():  # an identical copy landed meanwhile
+                version = next(v for v, h in versions.items() if h == dataset_sha)
+                outcome = Outcome.DUPLICATE
+            else:
+                version = max(versions, default=0) + 1
+                outcome = Outcome.STORED if version == 1 else Outcome.NEW_VERSION
+                if key_is_new:
+                    self._ensure_study(conn, ids, key)
+                conn.execute(
+                    _INSERT_INSTANCE,
+                    dict(
+                        sop_instance_uid=sop_uid,
+                        version=version,
+                        study_uid=study_uid,
+                        series_uid=ids["SeriesInstanceUID"],
+                        sop_class_uid=ids["SOPClassUID"],
+                        transfer_syntax=ts,
+                        patient_id=ids["PatientID"],
+                        cid=cid,
+                        stored_size=len(ciphertext),
+                        size=len(meta) + len(raw),
+                        sha256=dataset_sha,
+                        key_id=key.key_id,
+                        metadata_json=to_json(doc),
+                        flag="new-version" if version > 1 else None,
+                        received_at=self._clock.now().isoformat(),
+                        origin=origin.kind,
+                        calling_ae=origin.calling_ae,
+                        device_id=origin.device_id,
+                    ),
+                )
+                detail: dict[str, Any] = {"cid": cid, "version": version, "origin": origin.kind}
+                if version > 1:
+                    detail["flag"] = "new-version: same SOP Instance UID, different content"
+                self._audit.append(
+                    conn, AuditEvent("instance.stored", origin.actor, sop_uid, "ok", detail)
+                )
+        if key_is_new:
+            self._keys.remember(study_uid, key)
+        if outcome is Outcome.NEW_VERSION:
+            log.warning(
+                "instance %s arrived again with different content: kept as version %d",
+                sop_uid,
+                version,
+            )
+        return Receipt(outcome, STATUS_SUCCESS, sop_uid, study_uid, cid, version)
+
+    def _ensure_study(self, conn: Connection, ids: dict[str, str], key: StudyKey) -> None:
+        """With a fresh study key: the study row if it is new, and the key's custodian wrap.
+
+        A cached key means both rows were committed with an earlier instance, so the common
+        case costs no statement here.
+        """
+        now = self._clock.now().isoformat()
+        study_uid = ids["StudyInstanceUID"]
+        exists = conn.execute(_STUDY_EXISTS, {"study": study_uid}).first()
+        if exists is None:
+            conn.execute(
+                insert(studies).values(
+                    study_uid=study_uid, patient_id=ids["PatientID"], created_at=now
+                )
+            )
+        conn.execute(
+            insert(study_keys).values(
+                key_id=key.key_id,
+                study_uid=study_uid,
+                kem=key.kem,
+                custodian_wrap=key.custodian_wrap,
+                created_at=now,
+            )
+        )
+
+    def _versions(self, sop_uid: str, conn: Connection | None = None) -> dict[int, str]:
+        params = {"sop": sop_uid}
+        if conn is not None:
+            return {r.version: r.sha256 for r in conn.execute(_VERSIONS, params)}
+        with self._db.read() as c:
+            return {r.version: r.sha256 for r in c.execute(_VERSIONS, params)}
+
+    def _duplicate(self, sop_uid: str, study_uid: str, sha: str, origin: Origin) -> Receipt:
+        with self._db.read() as conn:
+            row = conn.execute(
+                select(instances.c.cid, func.min(instances.c.version).label("version"))
+                .where(
+                    instances.c.sop_instance_uid == sop_uid,
+                    instances.c.sha256 == sha,
+                )
+                .group_by(instances.c.cid)
+            ).first()
+        self._audit.record(
+            AuditEvent(
+                "instance.duplicate",
+                origin.actor,
+                sop_uid,
+                "ok",
+                {"origin": origin.kind, "note": "identical content already stored"},
+            )
+        )
+        return Receipt(
+            Outcome.DUPLICATE,
+            STATUS_SUCCESS,
+            sop_uid,
+            study_uid,
+            row.cid if row else None,
+            row.version if row else None,
+        )

@@ -1,0 +1,114 @@
+"""The gateway context: every long-lived part, built once from settings and passed around.
+
+Like Orthanc's ServerContext, this is what the SCP, the CLI and (later) the portal hold; it
+owns the index, the content store, the audit log, the device registry, the study key cache
+and the ingest pipeline, and closes them in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from gateway.audit import AuditLog
+from gateway.clock import Clock, SystemClock
+from gateway.devices import DeviceRegistry
+from gateway.errors import ConfigError, StorageError
+from gateway.index.database import Database
+from gateway.ingest import Ingestor
+from gateway.keys import CustodianPublic, StudyKeyCache, ensure_custodian
+from gateway.settings import Settings
+from gateway.store.base import ContentStore
+from gateway.store.blockstore import PackBlockStore
+
+log = logging.getLogger("ztbridge")
+
+
+StoreAccess = Literal["write", "read"]
+
+
+def open_store(settings: Settings, access: StoreAccess = "write") -> ContentStore:
+    """The content store the settings name.
+
+    Only one process may write the embedded store (``ztbridge up`` or ``ztbridge import``);
+    any number may read it alongside, which is what export and verify do.
+    """
+    return PackBlockStore(
+        settings.home / "store",
+        pack_max_bytes=settings.store.pack_max_mb << 20,
+        read_only=access == "read",
+    )
+
+
+@dataclass
+class Gateway:
+    """Everything a running ztbridge holds."""
+
+    settings: Settings
+    clock: Clock
+    db: Database
+    store: ContentStore
+    audit: AuditLog
+    devices: DeviceRegistry
+    custodian: CustodianPublic
+    keys: StudyKeyCache
+    ingestor: Ingestor
+    generated_passphrase: str | None = field(default=None, repr=False)
+
+    @property
+    def keys_dir(self) -> Path:
+        """Where key files live."""
+        return self.settings.home / "keys"
+
+    def close(self) -> None:
+        """Close the store, then the index."""
+        self.store.close()
+        self.db.close()
+
+
+def open_gateway(
+    settings: Settings, clock: Clock | None = None, store_access: StoreAccess = "write"
+) -> Gateway:
+    """Create the home folder and keys on first use, then open every part."""
+    clock = clock or SystemClock()
+    home = settings.home
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the data folder {home} (ZTBRIDGE_HOME): {e}") from e
+    if not os.access(home, os.W_OK):
+        raise ConfigError(f"the data folder {home} is not writable (ZTBRIDGE_HOME)")
+    passphrase = (
+        settings.custodian_passphrase.get_secret_value() if settings.custodian_passphrase else None
+    )
+    custodian, generated = ensure_custodian(home / "keys", settings.crypto.kem, passphrase)
+    db = Database(settings.index_url)
+    try:
+        store = open_store(settings, store_access)
+    except StorageError as e:
+        db.close()
+        if store_access == "write" and "already open" in str(e):
+            raise StorageError(
+                f"{e}. Another ztbridge process (probably 'ztbridge up') is writing this data"
+                " folder: stop it first, or send the files to it with a DICOM sender"
+                " (e.g. storescu) instead"
+            ) from e
+        raise
+    audit = AuditLog(db, clock)
+    keys = StudyKeyCache(custodian, clock, settings.ingest.study_key_idle_seconds)
+    ingestor = Ingestor(db, store, keys, audit, clock, settings.ingest.max_instance_mb << 20)
+    return Gateway(
+        settings=settings,
+        clock=clock,
+        db=db,
+        store=store,
+        audit=audit,
+        devices=DeviceRegistry(db, audit, clock),
+        custodian=custodian,
+        keys=keys,
+        ingestor=ingestor,
+        generated_passphrase=generated,
+    )

@@ -1,0 +1,175 @@
+"""One settings object, built once at start and passed down.
+
+Sources, lowest to highest precedence: built-in defaults, a TOML file
+(``--config``, else ``$ZTBRIDGE_CONFIG``, else ``$ZTBRIDGE_HOME/ztbridge.toml`` if present),
+then ``ZTBRIDGE_*`` environment variables (nested keys joined with ``__``, e.g.
+``ZTBRIDGE_DICOM__PORT=11112``). Invalid values fail at start with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from gateway.errors import ConfigError
+
+_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: no backslash
+
+
+def valid_ae_title(value: str) -> str:
+    """Check an AE title the way peers will: 1-16 printable chars, no backslash, not blank."""
+    if not _AE_TITLE.match(value) or not value.strip():
+        raise ValueError("an AE title is 1 to 16 printable characters, no backslash")
+    return value.strip()
+
+
+class DicomSettings(BaseModel):
+    """The DICOM listener."""
+
+    ae_title: str = "ZTBRIDGE"
+    host: str = "0.0.0.0"
+    port: int = Field(11112, ge=1, le=65535)
+    max_pdu_length: int = Field(
+        262144, ge=4096, le=4 * 1024 * 1024, description="largest P-DATA PDU we accept"
+    )
+    max_associations: int = Field(16, ge=1, le=1024)
+    acse_timeout: float = Field(30.0, gt=0)
+    dimse_timeout: float = Field(60.0, gt=0)
+    network_timeout: float = Field(60.0, gt=0)
+    tcp_nodelay: bool = True
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae(cls, v: str) -> str:
+        return valid_ae_title(v)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        ip_address(v)
+        return v
+
+
+class StoreSettings(BaseModel):
+    """Where ciphertext objects live."""
+
+    backend: Literal["blockstore"] = "blockstore"
+    pack_max_mb: int = Field(1024, ge=1, le=65536)
+
+
+class IndexSettings(BaseModel):
+    """The searchable index (metadata, CIDs, audit)."""
+
+    url: str = Field("", description="SQLAlchemy URL; empty means SQLite under home")
+
+
+class CryptoSettings(BaseModel):
+    """Key wrapping algorithms."""
+
+    kem: Literal["x25519", "mlkem768-x25519"] = "x25519"
+
+
+class IngestSettings(BaseModel):
+    """The ingest pipeline."""
+
+    study_key_idle_seconds: float = Field(
+        3600.0, gt=0, description="forget a study key from memory after this long unused"
+    )
+    max_instance_mb: int = Field(2048, ge=1)
+
+
+class Settings(BaseSettings):
+    """Everything ztbridge can be told. See config/ztbridge.example.toml for each key."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ZTBRIDGE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    home: Path = Path("var")
+    environment: Literal["development", "production"] = "development"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    custodian_passphrase: SecretStr | None = None
+    dicom: DicomSettings = DicomSettings()
+    store: StoreSettings = StoreSettings()
+    index: IndexSettings = IndexSettings()
+    crypto: CryptoSettings = CryptoSettings()
+    ingest: IngestSettings = IngestSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = _CONFIG_FILE.get("path")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    @property
+    def index_url(self) -> str:
+        """The SQLAlchemy URL in force."""
+        return self.index.url or f"sqlite:///{self.home / 'index.sqlite3'}"
+
+
+_CONFIG_FILE: dict[str, Path | None] = {"path": None}
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"])
+        env = "ZTBRIDGE_" + "__".join(str(p) for p in item["loc"]).upper()
+        lines.append(f"setting '{key}' (env {env}): {item['msg']}")
+    return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from file + environment (+ explicit overrides, highest).
+
+    Raises ConfigError naming every bad key and its environment variable.
+    """
+    if config is None and os.environ.get("ZTBRIDGE_CONFIG"):
+        config = Path(os.environ["ZTBRIDGE_CONFIG"])
+    if config is None:
+        home = Path(os.environ.get("ZTBRIDGE_HOME", "var"))
+        candidate = home / "ztbridge.toml"
+        config = candidate if candidate.is_file() else None
+    if config is not None and not config.is_file():
+        raise ConfigError(f"config file {config} does not exist (from --config or ZTBRIDGE_CONFIG)")
+    _CONFIG_FILE["path"] = config
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as e:
+        raise ConfigError(_describe(e)) from e
+    finally:
+        _CONFIG_FILE["path"] = None
+    if settings.environment == "production":
+        phrase = settings.custodian_passphrase
+        if phrase is not None and phrase.get_secret_value() in _PLACEHOLDERS:
+            raise ConfigError(
+                "setting 'custodian_passphrase' is a placeholder; set ZTBRIDGE_CUSTODIAN_PASSPHRASE"
+                " to a real secret (or unset it to have one generated) before running in production"
+            )
+    return settings
+
+
+_PLACEHOLDERS = {"changeme", "change-me", "changethis", "secret", "password", ""}

@@ -1,0 +1,56 @@
+"""What every content store backend offers: put bytes, get them back verified, export CAR.
+
+Backends: ``blockstore`` (embedded, pack files on local disk) and, later, ``kubo`` (a Kubo
+node through its HTTP RPC API). Both must produce the CIDs that ``ipfs add --cid-version=1``
+gives for the same bytes (UnixFS, raw leaves, sha2-256, 256 KiB chunks, balanced layout of at
+most 174 links a node), so an object can move between them and keep its address.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol
+
+
+@dataclass(frozen=True)
+class StoreProblem:
+    """One thing ``verify`` found wrong: which block or object, and what."""
+
+    cid: str
+    problem: str
+
+
+class ContentStore(Protocol):
+    """A content-addressed object store.
+
+    ``put`` is durable on return: when it returns, every block of the object is on stable
+    storage (fsync'd), so the caller may acknowledge the object to its sender.
+    """
+
+    def put(self, data: bytes) -> str:
+        """Store ``data`` as a UnixFS file; return its root CID (CIDv1, base32 string)."""
+        ...
+
+    def get(self, cid: str) -> bytes:
+        """Return the object's bytes; every block is checked against its CID on the way.
+
+        Raises NotFoundError when a block is missing, IntegrityError when one does not match.
+        """
+        ...
+
+    def has(self, cid: str) -> bool:
+        """Whether the root block of ``cid`` is present."""
+        ...
+
+    def export_car(self, roots: Iterable[str], out: BinaryIO) -> int:
+        """Write a CARv1 holding every block reachable from ``roots``; return blocks written."""
+        ...
+
+    def verify(self) -> Iterator[StoreProblem]:
+        """Re-read every stored block and yield each one that does not match its CID."""
+        ...
+
+    def close(self) -> None:
+        """Release files and handles."""
+        ...

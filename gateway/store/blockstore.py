@@ -1,0 +1,861 @@
+"""The embedded content store: IPFS blocks in append-only pack files on local disk.
+
+Why pack files: a put must be durable before the gateway answers C-STORE success, and the
+gateway must absorb ~120 CT instances (~530 KB each) a second. One fsync'd file per block
+would cost several fsyncs (file + directory) per block; appending every new block of an
+object to one open pack file and calling ``fdatasync`` once costs one disk flush per put
+(and concurrent puts share flushes: group commit).
+
+Layout under ``root``::
+
+    LOCK                      flock'd while a process has the store open
+    packs/pack-000001.dat     records, append-only
+    packs/pack-000001.idx     sidecar index, written when the pack is sealed
+    packs/CLEAN               written by close(): "the active pack ended here, cleanly"
+    quarantine/               torn tails cut from a pack after a crash, kept for inspection
+
+A record is ``magic "ZTB\\x01" | cid length u8 | data length u32le | crc32 u32le | cid | data``;
+the CRC covers the two lengths and the CID, so a torn or garbage header is recognised.
+Block data needs no CRC: every read recomputes its sha2-256 against the CID.
+
+Crash safety:
+
+* A put is acknowledged (returns) only after ``fdatasync`` covered all its blocks. Blocks become
+  visible to ``get``/``has``/dedupe only then, so nothing ever depends on unsynced bytes.
+* Writes are appended in order under a lock, so everything before the last successful
+  fdatasync is durable; a crash can only leave damage in the tail after it.
+* On open, a pack that was not closed cleanly is re-read in full and every record's header
+  CRC and sha2-256 are checked; at the first bad record the rest is copied to ``quarantine/``
+  and the pack is truncated there. A torn record is therefore never indexed or served.
+  A cleanly closed pack (``CLEAN`` matches its size) only needs its headers read.
+* Sealed packs (full at ``pack_max_bytes``) get a checksummed sidecar index, fsync'd before
+  the next pack is created, so reopening a large store reads one small file per pack.
+* A failed fdatasync poisons the store (Linux may drop the dirty pages and report success
+  later): every later put fails until the store is reopened and recovery re-checks the tail.
+
+Dedupe: a block already stored is not written again, but it is re-read and checked first, so
+a put of the same bytes also repairs a block that rotted on disk.
+
+Threads: puts from several threads hash in parallel (hashlib releases the GIL), append under a
+short lock and share fdatasync calls. Reads use ``os.pread`` on the packs' kept-open
+descriptors and never wait for a flush.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import struct
+import threading
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+from gateway.errors import IntegrityError, InvalidInputError, NotFoundError, StorageError
+from gateway.store.base import StoreProblem
+from gateway.store.car import read_car, write_car
+from gateway.store.unixfs import (
+    CODEC_DAG_PB,
+    CODEC_RAW,
+    UNIXFS_FILE,
+    UNIXFS_RAW,
+    BlockData,
+    block_matches,
+    build_dag,
+    cid_from_str,
+    cid_to_str,
+    decode_cid,
+    decode_dag_pb,
+    decode_unixfs,
+)
+
+_MAGIC = b"ZTB\x01"
+_HDR = struct.Struct("<4sBII")  # magic, cid length, data length, crc32
+_HDR_SIZE = _HDR.size  # 13
+_MAX_CID_LEN = 128
+_MAX_BLOCK = 8 << 20  # no block we write or accept comes near; larger means garbage
+_SCAN_READ = _HDR_SIZE + 64  # header + a typical CID in one pread
+
+_IDX_MAGIC = b"ZTBX\x01"
+_IDX_HEAD = struct.Struct("<5sIQI")  # magic, pack id, pack size, entry count
+_IDX_ENTRY = struct.Struct("<QI")  # data offset, data length (after u8 cid length + cid)
+
+_CLEAN = struct.Struct("<5sIQI")  # magic, active pack id, its size, crc32 of the rest
+_CLEAN_MAGIC = b"ZTBC\x01"
+
+_PACK_RE = re.compile(r"^pack-(\d{6,})\.dat$")
+
+
+def _iov_max() -> int:
+    try:
+        value = os.sysconf("SC_IOV_MAX")
+    except (AttributeError, ValueError, OSError):
+        return 1024
+    return min(value, 1024) if value > 0 else 1024
+
+
+_IOV_MAX = _iov_max()
+_fdatasync = getattr(os, "fdatasync", os.fsync)
+_HAVE_PWRITEV = hasattr(os, "pwritev")
+
+
+@dataclass(frozen=True)
+class _Loc:
+    """Where a block's data lives: pack id, byte offset of the data, its length, record end."""
+
+    pack: int
+    offset: int
+    length: int
+    end: int
+
+
+def _header(cid: bytes, length: int) -> bytes:
+    crc = zlib.crc32(cid, zlib.crc32(struct.pack("<BI", len(cid), length)))
+    return _HDR.pack(_MAGIC, len(cid), length, crc) + cid
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a create/rename/unlink in ``path`` durable (POSIX needs the directory fsync'd)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _pwrite_all(fd: int, buffers: Sequence[BlockData], offset: int) -> None:
+    """Write ``buffers`` contiguously at ``offset``: one pwritev per IOV_MAX buffers.
+
+    Short writes (rare on regular files) are finished with pwrite from a joined copy.
+    """
+    for i in range(0, len(buffers), _IOV_MAX):
+        batch = buffers[i : i + _IOV_MAX]
+        want = sum(len(b) for b in batch)
+        # Without pwritev (rare platforms), everything goes through the pwrite loop below.
+        written = os.pwritev(fd, batch, offset) if _HAVE_PWRITEV else 0
+        offset += written
+        if written < want:
+            rest = memoryview(b"".join(batch))[written:]
+            while rest:
+                n = os.pwrite(fd, rest, offset)
+                if n <= 0:
+                    raise OSError("pwrite wrote nothing")
+                offset += n
+                rest = rest[n:]
+
+
+@dataclass
+class _ScanResult:
+    entries: list[tuple[bytes, _Loc]]
+    good_end: int
+    problem: str | None  # why the scan stopped before the end of the file, if it did
+
+
+class PackBlockStore:
+    """ContentStore on append-only pack files (see module docstring for format and why).
+
+    ``root`` is created if missing. ``pack_max_bytes`` is the size at which the active pack
+    is sealed and a new one started; one put's blocks always go to a single pack, so a pack
+    may exceed it by up to one object. Opening takes an exclusive lock on the store: a
+    second process (or a second instance in this one) gets StorageError.
+    """
+
+    def __init__(
+        self, root: Path, pack_max_bytes: int = 1 << 30, *, read_only: bool = False
+    ) -> None:
+        if pack_max_bytes < 1:
+            raise ValueError("pack_max_bytes must be positive")
+        self._root = Path(root)
+        self._packs_dir = self._root / "packs"
+        self._quarantine_dir = self._root / "quarantine"
+        self._pack_max = pack_max_bytes
+        # Guards index, pending, pack state and appends. Re-entrant because sealing a pack
+        # (done under it) flushes through the same path a put uses.
+        self._lock = threading.RLock()
+        self._sync_lock = threading.Lock()  # one fdatasync at a time: group commit
+        self._index: dict[bytes, _Loc] = {}  # durable blocks only
+        self._pending: dict[bytes, _Loc] = {}  # written, waiting for fdatasync
+        self._fds: dict[int, int] = {}
+        self._sizes: dict[int, int] = {}  # bytes of valid records per pack
+        self._synced: dict[int, int] = {}  # bytes known durable per pack
+        self._active = 0
+        self._active_entries: list[tuple[bytes, _Loc]] = []
+        self._open_problems: list[StoreProblem] = []
+        self._failed: BaseException | None = None
+        self._closed = False
+        self._lock_fd = -1
+        # A reader (the CLI exporting or verifying while ``ztbridge up`` writes) takes no
+        # lock, changes nothing on disk and picks up newly appended records on a miss.
+        self._read_only = read_only
+        try:
+            self._open_read_only() if read_only else self._open()
+        except BaseException:
+            self._release_fds()
+            raise
+
+    # ------------------------------------------------------------------ open / close
+
+    def _open(self) -> None:
+        try:
+            created = not self._packs_dir.exists()
+            self._packs_dir.mkdir(parents=True, exist_ok=True)
+            if created:
+                _fsync_dir(self._root)
+                _fsync_dir(self._root.parent)
+            self._lock_fd = os.open(self._root / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as e:
+                raise StorageError(
+                    f"content store {self._root} is already open in another process or"
+                    " instance; stop it first"
+                ) from e
+            clean = self._take_clean_marker()
+            pack_ids = sorted(
+                int(m.group(1))
+                for name in os.listdir(self._packs_dir)
+                if (m := _PACK_RE.match(name)) is not None
+            )
+            for pos, pack_id in enumerate(pack_ids):
+                last = pos == len(pack_ids) - 1
+                if self._load_sidecar(pack_id):
+                    continue
+                if not last:
+                    self._load_unsealed_old_pack(pack_id)
+                else:
+                    self._open_active(pack_id, clean)
+            if not pack_ids or self._active != pack_ids[-1]:
+                self._new_pack((pack_ids[-1] + 1) if pack_ids else 1)
+        except OSError as e:
+            raise StorageError(f"cannot open content store {self._root}: {e}") from e
+
+    def _open_read_only(self) -> None:
+        """Index what is on disk without locking, recovering or writing anything."""
+        try:
+            self._refresh()
+        except OSError as e:
+            raise StorageError(f"cannot read content store {self._root}: {e}") from e
+
+    def _refresh(self) -> None:
+        """(Read-only) index packs and records appended since the last look.
+
+        Records are indexed up to the first incomplete one: the writer may be mid-append.
+        Every read still checks the block against its CID, so nothing unverified is served.
+        """
+        if not self._packs_dir.exists():
+            return
+        pack_ids = sorted(
+            int(m.group(1))
+            for name in os.listdir(self._packs_dir)
+            if (m := _PACK_RE.match(name)) is not None
+        )
+        with self._lock:
+            for pack_id in pack_ids:
+                if pack_id not in self._fds:
+                    if self._load_sidecar(pack_id):
+                        continue
+                    self._fds[pack_id] = os.open(self._pack_path(pack_id), os.O_RDONLY)
+                    self._sizes[pack_id] = self._synced[pack_id] = 0
+                fd = self._fds[pack_id]
+                size = os.fstat(fd).st_size
+                start = self._sizes[pack_id]
+                if size <= start:
+                    continue
+                scan = self._scan(fd, pack_id, size, check_hashes=False, start=start)
+                for cid, loc in scan.entries:
+                    self._index[cid] = loc
+                self._sizes[pack_id] = self._synced[pack_id] = scan.good_end
+            if pack_ids:
+                self._active = pack_ids[-1]
+
+    def _take_clean_marker(self) -> tuple[int, int] | None:
+        """Read and remove ``CLEAN``: its promise holds for this open only."""
+        path = self._packs_dir / "CLEAN"
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        path.unlink()
+        _fsync_dir(self._packs_dir)
+        if len(raw) != _CLEAN.size:
+            return None
+        magic, pack_id, size, crc = _CLEAN.unpack(raw)
+        if magic != _CLEAN_MAGIC or crc != zlib.crc32(raw[: _CLEAN.size - 4]):
+            return None
+        return pack_id, size
+
+    def _pack_path(self, pack_id: int) -> Path:
+        return self._packs_dir / f"pack-{pack_id:06d}.dat"
+
+    def _idx_path(self, pack_id: int) -> Path:
+        return self._packs_dir / f"pack-{pack_id:06d}.idx"
+
+    def _load_sidecar(self, pack_id: int) -> bool:
+        """Index a sealed pack from its sidecar; False if there is none or it does not fit."""
+        try:
+            raw = self._idx_path(pack_id).read_bytes()
+        except FileNotFoundError:
+            return False
+        if len(raw) < _IDX_HEAD.size + 32 or hashlib.sha256(raw[:-32]).digest() != raw[-32:]:
+            return False
+        magic, idx_pack, pack_size, count = _IDX_HEAD.unpack_from(raw, 0)
+        path = self._pack_path(pack_id)
+        if magic != _IDX_MAGIC or idx_pack != pack_id or path.stat().st_size != pack_size:
+            return False
+        entries: list[tuple[bytes, _Loc]] = []
+        pos = _IDX_HEAD.size
+        try:
+            for _ in range(count):
+                cid_len = raw[pos]
+                cid = raw[pos + 1 : pos + 1 + cid_len]
+                offset, length = _IDX_ENTRY.unpack_from(raw, pos + 1 + cid_len)
+                pos += 1 + cid_len + _IDX_ENTRY.size
+                entries.append((cid, _Loc(pack_id, offset, length, offset + length)))
+        except (IndexError, struct.error):
+            return False
+        if pos != len(raw) - 32:
+            return False
+        self._fds[pack_id] = os.open(path, os.O_RDONLY)
+        self._sizes[pack_id] = self._synced[pack_id] = pack_size
+        for cid, loc in entries:
+            self._index[cid] = loc
+        return True
+
+    def _load_unsealed_old_pack(self, pack_id: int) -> None:
+        """A non-last pack without a usable sidecar: re-check it fully, never truncate it.
+
+        Normal operation always seals before starting the next pack, so this means the
+        sidecar was lost or damaged. Everything up to the first bad record is indexed; a bad
+        record is reported by ``verify`` and left on disk for inspection.
+        """
+        fd = os.open(self._pack_path(pack_id), os.O_RDONLY)
+        self._fds[pack_id] = fd
+        size = os.fstat(fd).st_size
+        scan = self._scan(fd, pack_id, size, check_hashes=True)
+        self._sizes[pack_id] = self._synced[pack_id] = scan.good_end
+        for cid, loc in scan.entries:
+            self._index[cid] = loc
+        if scan.problem is None:
+            self._write_sidecar(pack_id, scan.entries, size)
+        else:
+            self._open_problems.append(
+                StoreProblem("", f"{self._pack_path(pack_id).name}: {scan.problem}")
+            )
+
+    def _open_active(self, pack_id: int, clean: tuple[int, int] | None) -> None:
+        """Index the active pack; after an unclean shutdown, check and cut its tail."""
+        path = self._pack_path(pack_id)
+        fd = os.open(path, os.O_RDWR)
+        self._fds[pack_id] = fd
+        size = os.fstat(fd).st_size
+        trusted = clean == (pack_id, size)
+        scan = self._scan(fd, pack_id, size, check_hashes=not trusted)
+        if scan.good_end < size:
+            self._quarantine_tail(pack_id, fd, scan.good_end, size, scan.problem or "")
+        self._active = pack_id
+        self._sizes[pack_id] = self._synced[pack_id] = scan.good_end
+        self._active_entries = scan.entries
+        for cid, loc in scan.entries:
+            self._index[cid] = loc
+
+    def _quarantine_tail(self, pack_id: int, fd: int, start: int, size: int, why: str) -> None:
+        """Copy bytes ``start..size`` aside, then truncate the pack to ``start``.
+
+        Only unacknowledged writes can lie past the last good record after a crash, but
+        copying first means even a misdiagnosis destroys nothing.
+        """
+        self._quarantine_dir.mkdir(exist_ok=True)
+        name = f"pack-{pack_id:06d}-at-{start}.torn"
+        dest = self._quarantine_dir / name
+        n = 1
+        while dest.exists():
+            n += 1
+            dest = self._quarantine_dir / f"{name}.{n}"
+        out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            pos = start
+            while pos < size:
+                chunk = os.pread(fd, min(8 << 20, size - pos), pos)
+                if not chunk:
+                    break
+                os.write(out, chunk)
+                pos += len(chunk)
+            os.fsync(out)
+        finally:
+            os.close(out)
+        _fsync_dir(self._quarantine_dir)
+        os.ftruncate(fd, start)
+        os.fsync(fd)
+        self._open_problems.append(
+            StoreProblem(
+                "",
+                f"{self._pack_path(pack_id).name}: torn or invalid tail at offset {start}"
+                f" ({size - start} bytes: {why}) cut away on open and kept in"
+                f" {dest.relative_to(self._root)}; no acknowledged put is affected",
+            )
+        )
+
+    def _scan(
+        self, fd: int, pack_id: int, size: int, *, check_hashes: bool, start: int = 0
+    ) -> _ScanResult:
+        """Walk a pack's records from the start; stop at the first one that is not whole.
+
+        Without ``check_hashes`` only headers are read (the data is seeked over); with it,
+        each record is read whole and its data hashed against its CID.
+        """
+        entries: list[tuple[bytes, _Loc]] = []
+        pos = start
+        while pos < size:
+            if size - pos < _HDR_SIZE:
+                return _ScanResult(entries, pos, "truncated record header")
+            head = os.pread(fd, _SCAN_READ, pos)
+            magic, cid_len, length, crc = _HDR.unpack_from(head, 0)
+            if magic != _MAGIC:
+                return _ScanResult(entries, pos, "bad record magic")
+            if not 0 < cid_len <= _MAX_CID_LEN or length > _MAX_BLOCK:
+                return _ScanResult(entries, pos, "implausible record header")
+            data_off = pos + _HDR_SIZE + cid_len
+            end = data_off + length
+            if end > size:
+                return _ScanResult(entries, pos, "record runs past the end of the pack")
+            if len(head) < _HDR_SIZE + cid_len:
+                head = os.pread(fd, _HDR_SIZE + cid_len, pos)
+            cid = head[_HDR_SIZE : _HDR_SIZE + cid_len]
+            if crc != zlib.crc32(cid, zlib.crc32(struct.pack("<BI", cid_len, length))):
+                return _ScanResult(entries, pos, "record header checksum mismatch")
+            try:
+                decode_cid(cid)
+            except ValueError:
+                return _ScanResult(entries, pos, "record holds an unusable CID")
+            if check_hashes:
+                data = os.pread(fd, length, data_off)
+                if len(data) != length or not block_matches(cid, data):
+                    return _ScanResult(
+                        entries, pos, f"block {cid_to_str(cid)} does not match its CID"
+                    )
+            entries.append((cid, _Loc(pack_id, data_off, length, end)))
+            pos = end
+        return _ScanResult(entries, pos, None)
+
+    def _write_sidecar(
+        self, pack_id: int, entries: Sequence[tuple[bytes, _Loc]], size: int
+    ) -> None:
+        """Write the sealed pack's index to a temp file, fsync, rename into place, fsync dir."""
+        parts = [_IDX_HEAD.pack(_IDX_MAGIC, pack_id, size, len(entries))]
+        for cid, loc in entries:
+            parts.append(bytes((len(cid),)) + cid + _IDX_ENTRY.pack(loc.offset, loc.length))
+        body = b"".join(parts)
+        body += hashlib.sha256(body).digest()
+        tmp = self._packs_dir / f"pack-{pack_id:06d}.idx.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            _pwrite_all(fd, [body], 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self._idx_path(pack_id))
+        _fsync_dir(self._packs_dir)
+
+    def _new_pack(self, pack_id: int) -> None:
+        path = self._pack_path(pack_id)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        self._fds[pack_id] = fd
+        _fsync_dir(self._packs_dir)
+        self._active = pack_id
+        self._sizes[pack_id] = self._synced[pack_id] = 0
+        self._active_entries = []
+
+    def _seal_active(self) -> None:
+        """Flush and seal the active pack, write its sidecar, start the next (lock held)."""
+        pack_id = self._active
+        size = self._sizes[pack_id]
+        self._sync_fd(pack_id, size)
+        self._write_sidecar(pack_id, self._active_entries, size)
+        self._new_pack(pack_id + 1)
+
+    def close(self) -> None:
+        """Flush, leave a CLEAN marker so the next open can skip re-hashing, release files."""
+        with self._sync_lock, self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                if self._failed is None and self._fds and not self._read_only:
+                    size = self._sizes[self._active]
+                    fd = self._fds[self._active]
+                    _fdatasync(fd)
+                    raw = struct.pack("<5sIQ", _CLEAN_MAGIC, self._active, size)
+                    raw += struct.pack("<I", zlib.crc32(raw))
+                    tmp = self._packs_dir / "CLEAN.tmp"
+                    tmp.write_bytes(raw)
+                    with open(tmp, "rb") as f:
+                        os.fsync(f.fileno())
+                    os.replace(tmp, self._packs_dir / "CLEAN")
+                    _fsync_dir(self._packs_dir)
+            except OSError as e:
+                raise StorageError(f"closing content store {self._root}: {e}") from e
+            finally:
+                self._release_fds()
+
+    def _release_fds(self) -> None:
+        for fd in self._fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()
+        if self._lock_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)  # closing releases the flock
+            self._lock_fd = -1
+
+    def __enter__(self) -> PackBlockStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError("content store is closed")
+
+    # ------------------------------------------------------------------ writing
+
+    def put(self, data: bytes) -> str:
+        """Store ``data`` as a UnixFS file; return its root CID once it is durable."""
+        self._check_open()
+        dag = build_dag(data)
+        self._put_blocks(dag.blocks)
+        return dag.root_str
+
+    def _put_blocks(self, blocks: Sequence[tuple[bytes, BlockData]]) -> None:
+        """Append the blocks not yet stored, then return only when all of them are durable."""
+        if self._read_only:
+            raise StorageError(f"content store {self._root} is open read-only")
+        # Dedupe candidates are re-checked outside the lock: a rotted copy gets rewritten.
+        bad: set[bytes] = set()
+        for cid, _ in blocks:
+            loc = self._index.get(cid)
+            if loc is not None and self._read_at(cid, loc, check=True) is None:
+                bad.add(cid)
+
+        need: dict[int, int] = {}  # pack id -> end offset that must be durable
+        with self._lock:
+            self._check_open()
+            if self._failed is not None:
+                raise StorageError(
+                    "content store hit an I/O error earlier; reopen it to recover"
+                ) from self._failed
+            seen: set[bytes] = set()
+            new: list[tuple[bytes, BlockData]] = []
+            for cid, block in blocks:
+                if cid in seen:
+                    continue
+                seen.add(cid)
+                if cid in self._index and cid not in bad:
+                    continue
+                pending = self._pending.get(cid)
+                if pending is not None:
+                    need[pending.pack] = max(need.get(pending.pack, 0), pending.end)
+                    continue
+                new.append((cid, block))
+            if new:
+                self._append(new)
+                need[self._active] = max(need.get(self._active, 0), self._sizes[self._active])
+        for pack_id, end in need.items():
+            self._ensure_synced(pack_id, end)
+
+    def _append(self, blocks: Sequence[tuple[bytes, BlockData]]) -> None:
+        """Write records for ``blocks`` at the end of the active pack (lock held)."""
+        total = sum(_HDR_SIZE + len(cid) + len(block) for cid, block in blocks)
+        if self._sizes[self._active] > 0 and self._sizes[self._active] + total > self._pack_max:
+            self._seal_active()
+        pack_id = self._active
+        fd = self._fds[pack_id]
+        start = self._sizes[pack_id]
+        buffers: list[BlockData] = []
+        locs: list[tuple[bytes, _Loc]] = []
+        pos = start
+        for cid, block in blocks:
+            header = _header(cid, len(block))
+            buffers.append(header)
+            buffers.append(block)
+            data_off = pos + len(header)
+            pos = data_off + len(block)
+            locs.append((cid, _Loc(pack_id, data_off, len(block), pos)))
+        try:
+            _pwrite_all(fd, buffers, start)
+        except OSError as e:
+            # Nothing was acknowledged; drop the partial bytes so the next record follows
+            # the last good one. If even that fails, stop taking writes.
+            try:
+                os.ftruncate(fd, start)
+            except OSError as e2:
+                self._failed = e2
+            raise StorageError(f"writing to {self._pack_path(pack_id).name}: {e}") from e
+        self._sizes[pack_id] = pos
+        self._active_entries.extend(locs)
+        for cid, loc in locs:
+            self._pending[cid] = loc
+
+    def _ensure_synced(self, pack_id: int, end: int) -> None:
+        """Return once bytes ``..end`` of the pack are on stable storage (group commit).
+
+        Whoever holds the sync lock flushes everything written so far, so threads queued
+        behind it usually find their bytes already covered and return without a flush.
+        """
+        with self._sync_lock:
+            with self._lock:
+                if self._failed is not None:
+                    raise StorageError(
+                        "content store hit an I/O error; reopen it to recover"
+                    ) from self._failed
+                if self._synced[pack_id] >= end:
+                    return
+                self._check_open()
+                target = self._sizes[pack_id]
+            self._sync_fd(pack_id, target)
+
+    def _sync_fd(self, pack_id: int, target: int) -> None:
+        """fdatasync a pack, then publish pending blocks up to ``target`` into the index."""
+        try:
+            _fdatasync(self._fds[pack_id])
+        except OSError as e:
+            with self._lock:
+                self._failed = e
+                self._pending = {
+                    cid: loc for cid, loc in self._pending.items() if loc.pack != pack_id
+                }
+            raise StorageError(f"flushing {self._pack_path(pack_id).name}: {e}") from e
+        with self._lock:
+            self._synced[pack_id] = max(self._synced[pack_id], target)
+            done = [
+                cid
+                for cid, loc in self._pending.items()
+                if loc.pack == pack_id and loc.end <= target
+            ]
+            for cid in done:
+                self._index[cid] = self._pending.pop(cid)
+
+    def import_car(self, source: BinaryIO) -> list[str]:
+        """Store every block of a CARv1 (each checked against its CID); return its roots.
+
+        Blocks with CIDs this store cannot verify (not CIDv1 sha2-256) are refused, and so
+        are blocks over 8 MiB (IPFS itself moves at most 2 MiB blocks).
+        """
+        car = read_car(source)
+        for cid, block in car.blocks:
+            try:
+                decode_cid(cid)
+            except ValueError as e:
+                raise InvalidInputError(f"CAR block with unusable CID: {e}") from e
+            if len(cid) > _MAX_CID_LEN or len(block) > _MAX_BLOCK:
+                # A record the open-time scan would take for garbage must never be written.
+                raise InvalidInputError(
+                    f"CAR block {cid_to_str(cid)} is {len(block)} bytes; at most {_MAX_BLOCK}"
+                )
+            if not block_matches(cid, block):
+                raise IntegrityError(f"CAR block {cid_to_str(cid)} does not match its CID")
+        self._put_blocks(car.blocks)
+        return [cid_to_str(c) for c in car.roots]
+
+    # ------------------------------------------------------------------ reading
+
+    def _read_at(self, cid: bytes, loc: _Loc, *, check: bool) -> bytes | None:
+        """Read a block; with ``check``, None if it does not match its CID."""
+        try:
+            data = os.pread(self._fds[loc.pack], loc.length, loc.offset)
+        except (OSError, KeyError) as e:
+            if self._closed:
+                raise StorageError("content store is closed") from e
+            raise StorageError(f"reading block {cid_to_str(cid)}: {e}") from e
+        if len(data) != loc.length or (check and not block_matches(cid, data)):
+            return None
+        return data
+
+    def _read_block(self, cid: bytes) -> bytes:
+        loc = self._index.get(cid)
+        if loc is None and self._read_only:
+            try:
+                self._refresh()
+            except OSError as e:
+                raise StorageError(f"re-reading content store {self._root}: {e}") from e
+            loc = self._index.get(cid)
+        if loc is None:
+            raise NotFoundError(f"block {cid_to_str(cid)} is not in the content store")
+        data = self._read_at(cid, loc, check=True)
+        if data is None:
+            raise IntegrityError(f"block {cid_to_str(cid)} does not match its CID")
+        return data
+
+    def get_block(self, cid: str) -> bytes:
+        """One block's bytes, checked against its CID."""
+        self._check_open()
+        return self._read_block(cid_from_str(cid))
+
+    def get(self, cid: str) -> bytes:
+        """Reassemble a UnixFS file, every block checked against its CID on the way."""
+        self._check_open()
+        parts: list[bytes] = []
+        self._walk_file(cid_from_str(cid), parts, 0)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _walk_file(self, cid: bytes, out: list[bytes], depth: int) -> int:
+        """Append the file bytes under ``cid`` to ``out``; return how many."""
+        if depth > 32:
+            raise IntegrityError(f"DAG under {cid_to_str(cid)} is implausibly deep")
+        block = self._read_block(cid)
+        codec = decode_cid(cid).codec
+        if codec == CODEC_RAW:
+            out.append(block)
+            return len(block)
+        if codec != CODEC_DAG_PB:
+            raise IntegrityError(f"block {cid_to_str(cid)} has codec 0x{codec:x}, not a file")
+        try:
+            node = decode_dag_pb(block)
+            if node.data is None:
+                raise ValueError("dag-pb node without UnixFS Data")
+            meta = decode_unixfs(node.data)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise IntegrityError(f"block {cid_to_str(cid)} is not a UnixFS node: {e}") from e
+        if meta.type not in (UNIXFS_FILE, UNIXFS_RAW):
+            raise IntegrityError(f"{cid_to_str(cid)} is UnixFS type {meta.type}, not a file")
+        total = 0
+        if meta.data:
+            out.append(meta.data)
+            total += len(meta.data)
+        for link in node.links:
+            total += self._walk_file(link.cid, out, depth + 1)
+        if meta.filesize is not None and meta.filesize != total:
+            raise IntegrityError(
+                f"{cid_to_str(cid)} declares {meta.filesize} bytes but holds {total}"
+            )
+        return total
+
+    def has(self, cid: str) -> bool:
+        """Whether the root block of ``cid`` is durably stored (False for a malformed CID)."""
+        self._check_open()
+        try:
+            raw = cid_from_str(cid)
+        except InvalidInputError:
+            return False
+        if raw not in self._index and self._read_only:
+            with contextlib.suppress(OSError):
+                self._refresh()
+        return raw in self._index
+
+    def _walk_blocks(self, roots: Sequence[bytes]) -> Iterator[tuple[bytes, bytes]]:
+        """Every block reachable from ``roots``, once each, root first, depth first."""
+        seen: set[bytes] = set()
+        stack = list(reversed(roots))
+        while stack:
+            cid = stack.pop()
+            if cid in seen:
+                continue
+            seen.add(cid)
+            block = self._read_block(cid)
+            yield cid, block
+            if decode_cid(cid).codec == CODEC_DAG_PB:
+                try:
+                    links = decode_dag_pb(block).links
+                except (ValueError, UnicodeDecodeError) as e:
+                    raise IntegrityError(f"block {cid_to_str(cid)} is not dag-pb: {e}") from e
+                stack.extend(link.cid for link in reversed(links))
+
+    def export_car(self, roots: Iterable[str], out: BinaryIO) -> int:
+        """Write a CARv1 of everything reachable from ``roots``; return blocks written.
+
+        Blocks are checked as they are read; a missing or bad one raises NotFoundError or
+        IntegrityError part-way, so write to a temporary file and rename on success.
+        """
+        self._check_open()
+        root_cids = [cid_from_str(r) for r in roots]
+        return write_car(out, root_cids, self._walk_blocks(root_cids))
+
+    # ------------------------------------------------------------------ checking
+
+    def verify(self) -> Iterator[StoreProblem]:
+        """Re-read every record of every pack; yield what is wrong.
+
+        Reported: blocks whose bytes do not match their CID, damaged record headers (the
+        rest of that pack cannot be read), dag-pb nodes linking to blocks that are not
+        stored, problems found when the store was opened, and torn tails kept in
+        ``quarantine/``. Runs alongside puts: the active pack is checked up to what was
+        durable when verify reached it.
+        """
+        self._check_open()
+        yield from self._open_problems
+        with self._lock:
+            packs = sorted(self._fds)
+        missing_children: list[tuple[bytes, bytes]] = []
+        for pack_id in packs:
+            with self._lock:
+                size = self._synced[pack_id]
+                fd = self._fds.get(pack_id)
+            if fd is None:
+                break  # closed meanwhile
+            pos = 0
+            name = self._pack_path(pack_id).name
+            while pos < size:
+                scan = self._scan_one(fd, pack_id, pos, size)
+                if isinstance(scan, str):
+                    yield StoreProblem("", f"{name}: {scan} at offset {pos}; rest unreadable")
+                    break
+                cid, loc, data = scan
+                if not block_matches(cid, data):
+                    yield StoreProblem(
+                        cid_to_str(cid), f"block does not match its CID ({name} @{pos})"
+                    )
+                elif cid[1] == CODEC_DAG_PB:  # CIDv1: byte 1 is the (one-byte) codec
+                    try:
+                        for link in decode_dag_pb(data).links:
+                            missing_children.append((cid, link.cid))
+                    except (ValueError, UnicodeDecodeError) as e:
+                        yield StoreProblem(cid_to_str(cid), f"malformed dag-pb node: {e}")
+                pos = loc.end
+        for parent, child in missing_children:
+            if child not in self._index:
+                yield StoreProblem(
+                    cid_to_str(parent), f"links to block {cid_to_str(child)}, which is missing"
+                )
+        if self._quarantine_dir.is_dir():
+            for path in sorted(self._quarantine_dir.iterdir()):
+                yield StoreProblem(
+                    "",
+                    f"quarantine/{path.name}: torn pack tail cut away after a crash; nothing"
+                    " acknowledged was in it; inspect and delete",
+                )
+
+    def _scan_one(
+        self, fd: int, pack_id: int, pos: int, size: int
+    ) -> tuple[bytes, _Loc, bytes] | str:
+        """Read the whole record at ``pos``; a string says why it is not a valid record."""
+        try:
+            head = os.pread(fd, _SCAN_READ, pos)
+        except OSError as e:
+            return f"read error {e}"
+        if len(head) < _HDR_SIZE:
+            return "truncated record header"
+        magic, cid_len, length, crc = _HDR.unpack_from(head, 0)
+        if magic != _MAGIC or not 0 < cid_len <= _MAX_CID_LEN or length > _MAX_BLOCK:
+            return "bad record header"
+        end = pos + _HDR_SIZE + cid_len + length
+        if end > size:
+            return "record runs past the end of the pack"
+        record = os.pread(fd, end - pos, pos)
+        if len(record) != end - pos:
+            return "pack shorter than expected"
+        cid = record[_HDR_SIZE : _HDR_SIZE + cid_len]
+        if crc != zlib.crc32(cid, zlib.crc32(struct.pack("<BI", cid_len, length))):
+            return "record header checksum mismatch"
+        data_off = pos + _HDR_SIZE + cid_len
+        return cid, _Loc(pack_id, data_off, length, end), record[_HDR_SIZE + cid_len :]

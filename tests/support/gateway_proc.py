@@ -1,0 +1,136 @@
+"""Run ``ztbridge`` as a real process, the way an operator would, for integration tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ZTBRIDGE = str(Path(sys.executable).with_name("ztbridge"))
+PASSPHRASE = "integration-test-passphrase"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class GatewayProcess:
+    """A ztbridge home and, while running, its ``ztbridge up`` process."""
+
+    home: Path
+    port: int
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a ``ztbridge`` subcommand against this home."""
+        result = subprocess.run(
+            [ZTBRIDGE, *args], env=self.env, capture_output=True, text=True, timeout=600
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"ztbridge {' '.join(args)} failed ({result.returncode}):\n"
+                f"{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start ``ztbridge up`` and wait until the DICOM port accepts connections."""
+        self.log_path = self.home.parent / f"{self.home.name}-up.log"
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [ZTBRIDGE, "up"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"ztbridge up exited early:\n{self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError(f"ztbridge did not listen on {self.port}:\n{self.log()}")
+
+    def stop(self) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=30)
+        self.proc = None
+        return code
+
+    def kill9(self) -> None:
+        """SIGKILL: the crash case."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+        self.proc = None
+
+    def log(self) -> str:
+        """What ``ztbridge up`` printed."""
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+
+def make_gateway(tmp: Path, name: str = "zt", **extra_env: str) -> GatewayProcess:
+    """A fresh home with its own port; nothing started yet."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "ZTBRIDGE_HOME": str(tmp / name),
+        "ZTBRIDGE_DICOM__PORT": str(port),
+        "ZTBRIDGE_DICOM__HOST": "127.0.0.1",
+        "ZTBRIDGE_CUSTODIAN_PASSPHRASE": PASSPHRASE,
+        **extra_env,
+    }
+    env.pop("ZTBRIDGE_CONFIG", None)
+    return GatewayProcess(tmp / name, port, env)
+
+
+@contextmanager
+def running(gw: GatewayProcess) -> Iterator[GatewayProcess]:
+    """Start, yield, always stop."""
+    gw.start()
+    try:
+        yield gw
+    finally:
+        if gw.proc is not None:
+            gw.stop()
+
+
+def dcmtk(tool: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run a DCMTK tool; output captured as text."""
+    return subprocess.run([tool, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def storescu(
+    port: int,
+    files: Sequence[Path | str],
+    calling: str = "STORESCU",
+    called: str = "ZTBRIDGE",
+    *extra: str,
+) -> subprocess.CompletedProcess[str]:
+    """Push files over one association, like a modality."""
+    return dcmtk(
+        "storescu",
+        "-aet",
+        calling,
+        "-aec",
+        called,
+        *extra,
+        "127.0.0.1",
+        str(port),
+        *[str(f) for f in files],
+    )
