@@ -22,19 +22,25 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import socket
 import sys
 import threading
+import uuid
+from io import BytesIO
 from pathlib import Path
 from types import FrameType
+from typing import cast
 
 from pydicom.filewriter import write_file_meta_info
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 DEFAULT_AE_TITLE = "BARESCP"
 LOG = logging.getLogger("bare_scp")
+_UID = re.compile(r"[0-9.]{1,64}")
 
 
 def set_tcp_nodelay(event: evt.Event) -> None:
@@ -60,14 +66,17 @@ def make_store_handler(out_dir: Path, fsync: bool = False) -> evt.EventHandlerTy
     """
 
     def handle_store(event: evt.Event) -> int:
-        uid = str(event.request.AffectedSOPInstanceUID)
-        path = out_dir / f"{uid}.dcm"
+        request = cast(C_STORE, event.request)
+        uid = str(request.AffectedSOPInstanceUID)
+        # The UID comes off the network: never let it name a path outside out_dir.
+        name = uid if _UID.fullmatch(uid) else uuid.uuid4().hex
+        path = out_dir / f"{name}.dcm"
         try:
             with path.open("wb") as f:
                 f.write(b"\x00" * 128)
                 f.write(b"DICM")
                 write_file_meta_info(f, event.file_meta)  # type: ignore[arg-type]
-                f.write(event.request.DataSet.getvalue())  # type: ignore[union-attr]
+                f.write(cast(BytesIO, request.DataSet).getvalue())
                 if fsync:
                     f.flush()
                     os.fsync(f.fileno())
@@ -87,7 +96,7 @@ def build_ae(ae_title: str, max_pdu: int | None) -> AE:
     # Everything else (timeouts, PDU size, threading) stays at pynetdicom's defaults: the
     # baseline is what a plain pynetdicom SCP does.
     for cx in AllStoragePresentationContexts:
-        ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES[:])
+        ae.add_supported_context(cast(str, cx.abstract_syntax), ALL_TRANSFER_SYNTAXES[:])
     ae.add_supported_context(Verification)
     return ae
 

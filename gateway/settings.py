@@ -14,7 +14,7 @@ from ipaddress import ip_address
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -34,7 +34,13 @@ def valid_ae_title(value: str) -> str:
     return value.strip()
 
 
-class DicomSettings(BaseModel):
+class _Section(BaseModel):
+    """A settings table: unknown keys are errors (a typo must not be silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class DicomSettings(_Section):
     """The DICOM listener."""
 
     ae_title: str = "ZTBRIDGE"
@@ -61,26 +67,26 @@ class DicomSettings(BaseModel):
         return v
 
 
-class StoreSettings(BaseModel):
+class StoreSettings(_Section):
     """Where ciphertext objects live."""
 
     backend: Literal["blockstore"] = "blockstore"
     pack_max_mb: int = Field(1024, ge=1, le=65536)
 
 
-class IndexSettings(BaseModel):
+class IndexSettings(_Section):
     """The searchable index (metadata, CIDs, audit)."""
 
     url: str = Field("", description="SQLAlchemy URL; empty means SQLite under home")
 
 
-class CryptoSettings(BaseModel):
+class CryptoSettings(_Section):
     """Key wrapping algorithms."""
 
     kem: Literal["x25519", "mlkem768-x25519"] = "x25519"
 
 
-class IngestSettings(BaseModel):
+class IngestSettings(_Section):
     """The ingest pipeline."""
 
     study_key_idle_seconds: float = Field(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
-import threading
+import time
 from types import FrameType
 
 import typer
@@ -27,6 +27,15 @@ def up() -> None:
     except ZtbridgeError as e:
         raise fail(str(e)) from None
     announce_passphrase(gw)
+    # Handlers go in before anything listens, and only set a flag: a handler that touched a
+    # lock (Event.set) could deadlock against the main thread holding that same lock.
+    stopping: list[int] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stopping.append(signum)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     server = DicomServer(gw)
     try:
         server.start()
@@ -42,14 +51,6 @@ def up() -> None:
             "    ztbridge device add --ae CT01 --ip 10.0.0.0/24 --name 'CT room 1'",
             highlight=False,
         )
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: stopping", signum)
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
     log.info(
         "ztbridge ready: DICOM %s on port %d, data in %s",
         s.dicom.ae_title,
@@ -57,8 +58,13 @@ def up() -> None:
         s.home.resolve(),
     )
     try:
-        while not stop.wait(60):
-            gw.keys.forget_idle()
+        ticks = 0
+        while not stopping:
+            time.sleep(0.2)
+            ticks += 1
+            if ticks % 300 == 0:  # every minute
+                gw.keys.forget_idle()
+        log.info("signal %d: stopping", stopping[0])
     finally:
         server.stop()
         gw.close()

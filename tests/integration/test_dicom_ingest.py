@@ -21,7 +21,7 @@ from tests.support.dicomgen import (
     make_ct_series,
     make_multiframe,
 )
-from tests.support.gateway_proc import GatewayProcess, dcmtk, make_gateway, storescu
+from tests.support.gateway_proc import ZTBRIDGE, GatewayProcess, dcmtk, make_gateway, storescu
 
 pytestmark = pytest.mark.integration
 
@@ -269,3 +269,39 @@ def test_bad_settings_name_the_key(tmp_path: Path) -> None:
 
 def test_subprocess_helpers_exist() -> None:
     assert subprocess.run(["storescu", "--version"], capture_output=True).returncode == 0
+
+
+def test_first_start_and_clean_stop(tmp_path: Path, dcmtk: None) -> None:
+    """First start creates the custodian key, shows a generated passphrase once, says how to
+    register a device; SIGTERM stops cleanly; a second start shows no passphrase."""
+    gw = make_gateway(tmp_path)
+    del gw.env["ZTBRIDGE_CUSTODIAN_PASSPHRASE"]
+    gw.start()
+    assert gw.stop() == 0
+    first = gw.log()
+    assert "ZTBRIDGE_CUSTODIAN_PASSPHRASE=" in first
+    assert "ztbridge device add" in first
+    assert "ztbridge stopped" in first
+    assert (gw.home / "keys" / "custodian.json").stat().st_mode & 0o777 == 0o600
+    gw.start()
+    assert gw.stop() == 0
+    assert gw.log().count("ZTBRIDGE_CUSTODIAN_PASSPHRASE=") == 1
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path, gateway: GatewayProcess) -> None:
+    other = make_gateway(tmp_path, "zt2")
+    other.env["ZTBRIDGE_DICOM__PORT"] = str(gateway.port)
+    done = subprocess.run(
+        [ZTBRIDGE, "up"], env=other.env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{gateway.port}" in done.stderr
+    assert "ZTBRIDGE_DICOM__PORT" in done.stderr
+
+
+def test_status_while_running(gateway: GatewayProcess, tmp_path: Path) -> None:
+    series = make_ct_series(tmp_path / "ct", 3)
+    assert storescu(gateway.port, series.files).returncode == 0
+    status = gateway.cli("status").stdout
+    assert re.search(r"instances\s+3\b", status), status
+    assert re.search(r"devices\s+1\b", status), status

@@ -1,0 +1,20 @@
+# ztbridge container image: the same `ztbridge up` as `make up`, data under /data.
+FROM python:3.11-slim-bookworm
+
+RUN useradd --system --home-dir /data --create-home ztbridge
+WORKDIR /app
+COPY pyproject.toml constraints.txt README.md ./
+COPY gateway ./gateway
+COPY dicom_scp ./dicom_scp
+COPY portal ./portal
+COPY ztbridge ./ztbridge
+RUN pip install --no-cache-dir -c constraints.txt .
+
+USER ztbridge
+ENV ZTBRIDGE_HOME=/data \
+    ZTBRIDGE_DICOM__HOST=0.0.0.0 \
+    ZTBRIDGE_DICOM__PORT=11112
+VOLUME ["/data"]
+EXPOSE 11112
+ENTRYPOINT ["ztbridge"]
+CMD ["up"]

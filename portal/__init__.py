@@ -1,0 +1,1 @@
+"""The web portal and DICOMweb (FastAPI). Arrives with the access issues; imports ``gateway`` only."""

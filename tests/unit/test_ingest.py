@@ -1,0 +1,133 @@
+"""The ingest pipeline in process: outcomes, statuses, and nothing half-written on failure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from sqlalchemy import func, select
+
+from gateway import crypto
+from gateway.dataset import split_part10
+from gateway.errors import StorageError
+from gateway.index.models import audit_events, instances, study_keys
+from gateway.ingest import Incoming, Origin, Outcome
+from gateway.keys import study_key_info, unlock_custodian
+from gateway.service import Gateway, open_gateway
+from gateway.settings import load_settings
+from tests.support.dicomgen import make_ct_series
+
+ORIGIN = Origin(kind="import", actor="test")
+PASSPHRASE = "unit-test-passphrase"
+
+
+@pytest.fixture
+def gw(tmp_path: Path) -> Iterator[Gateway]:
+    g = open_gateway(
+        load_settings(home=tmp_path / "home", custodian_passphrase=PASSPHRASE)
+    )
+    yield g
+    g.close()
+
+
+def incoming(path: Path) -> Incoming:
+    part = split_part10(path.read_bytes())
+    return Incoming(part.dataset, part.transfer_syntax, part.sop_class, part.sop_instance)
+
+
+def rows(gw: Gateway, table: object) -> int:
+    with gw.db.read() as conn:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())  # type: ignore[arg-type]
+
+
+def test_store_then_duplicate_then_new_version(gw: Gateway, tmp_path: Path) -> None:
+    f = make_ct_series(tmp_path / "ct", 1).files[0]
+    first = gw.ingestor.ingest(incoming(f), ORIGIN)
+    assert (first.outcome, first.status, first.version) == (Outcome.STORED, 0, 1)
+    again = gw.ingestor.ingest(incoming(f), ORIGIN)
+    assert (again.outcome, again.status, again.cid) == (Outcome.DUPLICATE, 0, first.cid)
+    ds = dcmread(f)
+    ds.PatientName = "OTHER^NAME"
+    changed = tmp_path / "changed.dcm"
+    ds.save_as(changed)
+    new = gw.ingestor.ingest(incoming(changed), ORIGIN)
+    assert (new.outcome, new.status, new.version) == (Outcome.NEW_VERSION, 0, 2)
+    assert rows(gw, instances) == 2
+    kinds = [e.kind for e in gw.audit.entries()]
+    assert kinds == ["instance.stored", "instance.duplicate", "instance.stored"]
+
+
+def test_ciphertext_decrypts_only_with_custodian(gw: Gateway, tmp_path: Path) -> None:
+    f = make_ct_series(tmp_path / "ct", 1).files[0]
+    receipt = gw.ingestor.ingest(incoming(f), ORIGIN)
+    assert receipt.cid is not None
+    envelope = gw.store.get(receipt.cid)
+    with gw.db.read() as conn:
+        key_row = conn.execute(select(study_keys)).one()
+    custodian = unlock_custodian(gw.keys_dir, PASSPHRASE)
+    key = crypto.unwrap(custodian, key_row.custodian_wrap, study_key_info(key_row.key_id))
+    plain = crypto.open_sealed(key, envelope)
+    assert split_part10(plain).dataset == split_part10(f.read_bytes()).dataset
+    assert dcmread(f).PatientName.original_string not in envelope
+
+
+class FailingStore:
+    """A store whose disk is full: put fails like a real ENOSPC would surface."""
+
+    def __init__(self, real: object) -> None:
+        self.real = real
+
+    def put(self, data: bytes) -> str:
+        raise StorageError("writing pack: [Errno 28] No space left on device")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+
+def test_storage_failure_is_out_of_resources_and_leaves_nothing(
+    gw: Gateway, tmp_path: Path
+) -> None:
+    f = make_ct_series(tmp_path / "ct", 1).files[0]
+    gw.ingestor._store = FailingStore(gw.store)  # type: ignore[assignment]
+    receipt = gw.ingestor.ingest(incoming(f), ORIGIN)
+    assert (receipt.outcome, receipt.status) == (Outcome.REFUSED, 0xA700)
+    assert "No space left" in (receipt.reason or "")
+    assert rows(gw, instances) == 0 and rows(gw, study_keys) == 0
+    assert [e.kind for e in gw.audit.entries()] == ["instance.refused"]
+
+
+def test_oversized_instance_refused(tmp_path: Path) -> None:
+    g = open_gateway(
+        load_settings(
+            home=tmp_path / "h", custodian_passphrase=PASSPHRASE, ingest={"max_instance_mb": 1}
+        )
+    )
+    try:
+        big = Incoming(b"\0" * (2 << 20), "1.2.840.10008.1.2.1")
+        receipt = g.ingestor.ingest(big, ORIGIN)
+        assert (receipt.outcome, receipt.status) == (Outcome.REFUSED, 0xA700)
+        assert "exceeds the limit" in (receipt.reason or "")
+    finally:
+        g.close()
+
+
+def test_refusals_are_audited_with_status(gw: Gateway) -> None:
+    receipt = gw.ingestor.ingest(Incoming(b"\x08\x00", "1.2.840.10008.1.2.1"), ORIGIN)
+    assert (receipt.outcome, receipt.status) == (Outcome.REFUSED, 0xC000)
+    with gw.db.read() as conn:
+        detail = conn.execute(select(audit_events.c.detail)).scalar_one()
+    assert '"status":"0xC000"' in detail
+    assert gw.audit.verify() is None
+
+
+def test_new_key_after_idle(gw: Gateway, tmp_path: Path) -> None:
+    series = make_ct_series(tmp_path / "ct", 2)
+    gw.ingestor.ingest(incoming(series.files[0]), ORIGIN)
+    gw.keys._idle = -1.0  # everything is idle now
+    gw.keys.forget_idle()
+    gw.ingestor.ingest(incoming(series.files[1]), ORIGIN)
+    with gw.db.read() as conn:
+        key_ids = {r.key_id for r in conn.execute(select(instances.c.key_id))}
+    assert len(key_ids) == 2 and rows(gw, study_keys) == 2
