@@ -156,6 +156,21 @@ def stop_process(proc: subprocess.Popen[bytes] | None, grace: float = 30.0) -> N
         proc.wait(10)
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by a process and its live descendants."""
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return total
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
 def dir_file_count(path: Path) -> int:
     """Number of regular files below ``path``."""
     return sum(1 for p in path.rglob("*") if p.is_file())
@@ -472,6 +487,7 @@ class RunResult:
     received: int | None = None
     peak_rss_bytes: int = 0
     idle_rss_bytes: int = 0
+    cpu_seconds: float = 0.0
     rss_samples: int = 0
     max_send_pdv: str = ""
     error: str = ""
@@ -519,8 +535,26 @@ _SUCCESS = re.compile(r"Received Store Response \(Success\)")
 _PDV = re.compile(r"Max Send PDV: (\d+)")
 
 
-def push_once(receiver: Receiver, push: Push, run: int, run_dir: Path) -> RunResult:
-    """Start ``receiver`` fresh, push the series once, stop it, return the figures."""
+def wait_idle(pid: int, max_seconds: float, window: float = 1.0) -> None:
+    """Wait until the process tree uses under 5% of one CPU over ``window``, at most
+    ``max_seconds`` (work a receiver does after the association is released, e.g. sealing a
+    study manifest, still counts towards its peak RSS)."""
+    deadline = time.monotonic() + max_seconds
+    while time.monotonic() < deadline:
+        before = tree_cpu_seconds(pid)
+        time.sleep(window)
+        if tree_cpu_seconds(pid) - before < 0.05 * window:
+            return
+
+
+def push_once(
+    receiver: Receiver, push: Push, run: int, run_dir: Path, settle: float = 0.0
+) -> RunResult:
+    """Start ``receiver`` fresh, push the series once, stop it, return the figures.
+
+    ``settle``: after storescu exits, keep sampling RSS until the receiver is idle, for at
+    most this many seconds (timing is unaffected).
+    """
     result = RunResult(receiver.name, run)
     try:
         receiver.start(run_dir)
@@ -534,6 +568,7 @@ def push_once(receiver: Receiver, push: Push, run: int, run_dir: Path) -> RunRes
     scu_log = run_dir / "storescu.log"
     try:
         with RssSampler(receiver.proc.pid) as rss, scu_log.open("wb") as log:
+            cpu0 = tree_cpu_seconds(receiver.proc.pid)
             t0 = time.perf_counter()
             scu = subprocess.Popen(
                 push.command(receiver.called_ae, receiver.port),
@@ -549,8 +584,11 @@ def push_once(receiver: Receiver, push: Push, run: int, run_dir: Path) -> RunRes
                 rc = scu.wait()
                 result.error = f"storescu timed out after {push.timeout:.0f} s"
             result.seconds = time.perf_counter() - t0
+            result.cpu_seconds = tree_cpu_seconds(receiver.proc.pid) - cpu0
             # Let the sampler see the receiver right after the last response too.
             time.sleep(0.1)
+            if settle > 0:
+                wait_idle(receiver.proc.pid, settle)
         result.peak_rss_bytes = rss.peak_bytes
         result.idle_rss_bytes = rss.first_bytes
         result.rss_samples = rss.samples
@@ -600,6 +638,11 @@ class Figures:
         """(best, median) MB/s."""
         _, mbs = self._rates(nbytes, n)
         return (max(mbs), statistics.median(mbs)) if mbs else (None, None)
+
+    def cpu_ms_per_instance(self, n: int) -> float | None:
+        """Median receiver CPU time (user + system, whole process tree) per instance, ms."""
+        cpu = [r.cpu_seconds for r in self.runs if r.ok]
+        return statistics.median(cpu) * 1000 / n if cpu else None
 
     def peak_rss_mb(self) -> float | None:
         """Highest peak RSS over the successful runs, MiB."""
@@ -693,7 +736,8 @@ def print_summary(figs: dict[str, Figures], n: int, nbytes: int, repeat: int) ->
     print(f"\n=== summary: {n} instances, {nbytes / MB:.1f} MB per push, {repeat} run(s) each ===")
     head = (
         f"  {'receiver':<11} {'ok':>5} {'inst/s best':>12} {'inst/s med':>11} "
-        f"{'MB/s best':>10} {'MB/s med':>9} {'s best':>7} {'peak RSS MiB':>13} {'PDV':>6}  what"
+        f"{'MB/s best':>10} {'MB/s med':>9} {'s best':>7} {'CPU ms/inst':>12} "
+        f"{'peak RSS MiB':>13} {'PDV':>6}  what"
     )
     print(head)
     print("  " + "-" * (len(head) - 2))
@@ -709,9 +753,13 @@ def print_summary(figs: dict[str, Figures], n: int, nbytes: int, repeat: int) ->
         print(
             f"  {name:<11} {f'{ok}/{len(f.runs)}':>5} {_fmt(ib):>12} {_fmt(im):>11} "
             f"{_fmt(mb):>10} {_fmt(mm):>9} {_fmt(secs, '.2f'):>7} "
+            f"{_fmt(f.cpu_ms_per_instance(n), '.2f'):>12} "
             f"{_fmt(f.peak_rss_mb(), '.0f'):>13} {pdv:>6}  {f.description}"
         )
-    print("  (PDV: max send PDV storescu negotiated with that receiver, bytes)")
+    print(
+        "  (CPU ms/inst: receiver's process-tree CPU, median run; less noisy than wall time on\n"
+        "   a busy VM. PDV: max send PDV storescu negotiated with that receiver, bytes)"
+    )
     print("\n  bar (instances/s)")
     zt = figs.get("ztbridge")
     bare = figs.get("pynetdicom")
@@ -805,7 +853,8 @@ def run_ingest(args: argparse.Namespace, work: Path) -> None:
                     f"  run {run} {name:<11} {r.seconds:7.2f} s  "
                     f"{len(files) / r.seconds:8.1f} inst/s  "
                     f"{push.total_bytes / MB / r.seconds:7.1f} MB/s  "
-                    f"peak RSS {r.peak_rss_bytes / MIB:6.0f} MiB  "
+                    f"CPU {r.cpu_seconds * 1000 / len(files):5.2f} ms/inst  "
+                    f"peak RSS {r.peak_rss_bytes / MIB:4.0f} MiB  "
                     f"received {'—' if r.received is None else r.received}",
                     flush=True,
                 )
@@ -827,7 +876,7 @@ def run_memory(args: argparse.Namespace, work: Path) -> None:
     print(f"  push        {push.shown()}")
     print(f"  study       {len(files)} instances, {push.total_bytes / MB:.1f} MB", flush=True)
     receiver = ZtbridgeReceiver(work, {"TCP_NODELAY": str(args.dcmtk_tcp_nodelay)}, args.max_pdu)
-    r = push_once(receiver, push, 1, work / "ztbridge-memory")
+    r = push_once(receiver, push, 1, work / "ztbridge-memory", settle=60.0)
     print(f"\n=== memory: {len(files)} instances, {push.total_bytes / MB:.0f} MB ===")
     if not r.ok:
         print(f"  {r.error}")

@@ -16,16 +16,17 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from gateway.clock import Clock
-from gateway.index.database import Database
+from gateway.index.database import Database, Tx
 from gateway.index.models import audit_events, audit_head
 
 GENESIS = "0" * 64
 _HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
 _HEAD_FOR_UPDATE = _HEAD.with_for_update()
 _INSERT_EVENT = insert(audit_events)
+_INSERT_HEAD = insert(audit_head)
 _MOVE_HEAD = (
     update(audit_head)
     .where(audit_head.c.id == 1)
@@ -123,9 +124,9 @@ class AuditLog:
         self._db = db
         self._clock = clock
 
-    def append(self, conn: Connection, event: AuditEvent) -> int:
+    def append(self, conn: Tx, event: AuditEvent) -> int:
         """Add ``event`` inside the caller's transaction; return its sequence number."""
-        head = conn.execute(_HEAD if self._db.is_sqlite else _HEAD_FOR_UPDATE).first()
+        head = conn.execute(_HEAD if self._db.is_sqlite else _HEAD_FOR_UPDATE, {}).first()
         seq, prev = (head.seq + 1, head.hash) if head else (1, GENESIS)
         ts = self._clock.now().isoformat(timespec="microseconds")
         detail = json.dumps(event.detail, sort_keys=True, separators=(",", ":"), default=str)
@@ -149,7 +150,7 @@ class AuditLog:
         if head:
             conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": digest})
         else:
-            conn.execute(insert(audit_head).values(id=1, seq=seq, hash=digest))
+            conn.execute(_INSERT_HEAD, {"id": 1, "seq": seq, "hash": digest})
         log.info(
             "audit %s %s actor=%s subject=%s %s",
             event.kind,

@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
-from sqlalchemy import Connection, bindparam, func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 
 from gateway import crypto
 from gateway.audit import AuditEvent, AuditLog
 from gateway.clock import Clock
 from gateway.dataset import DEFLATED, STATUS_OUT_OF_RESOURCES, file_meta, inflate, scan
 from gateway.errors import DatasetRefusedError, StorageError
-from gateway.index.database import Database
+from gateway.index.database import Database, Tx
 from gateway.index.models import instances, studies, study_keys
 from gateway.keys import StudyKey, StudyKeyCache
 from gateway.metadata import WANTED, first_strings, read_indexed, to_json
@@ -40,6 +41,8 @@ _VERSIONS = select(instances.c.version, instances.c.sha256).where(
 )
 _STUDY_EXISTS = select(studies.c.study_uid).where(studies.c.study_uid == bindparam("study"))
 _INSERT_INSTANCE = insert(instances)
+_INSERT_STUDY = insert(studies)
+_INSERT_KEY = insert(study_keys)
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,10 @@ class Receipt:
         return self.outcome is not Outcome.REFUSED
 
 
+def _sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 class Ingestor:
     """Validates, encrypts, stores and indexes instances. Thread-safe."""
 
@@ -108,6 +115,11 @@ class Ingestor:
         self._audit = audit
         self._clock = clock
         self._max_bytes = max_instance_bytes
+        self._hasher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ztbridge-hash")
+
+    def close(self) -> None:
+        """Stop the hashing threads."""
+        self._hasher.shutdown(wait=True)
 
     def ingest(self, incoming: Incoming, origin: Origin) -> Receipt:
         """Store one instance; never raises for bad input or a full disk (see Receipt)."""
@@ -154,18 +166,22 @@ class Ingestor:
             first_strings(doc), incoming.declared_sop_class, incoming.declared_sop_instance
         )
         sop_uid, study_uid = ids["SOPInstanceUID"], ids["StudyInstanceUID"]
-        dataset_sha = hashlib.sha256(raw).hexdigest()
+        # The hash runs on the second core (hashlib releases the GIL) while this thread
+        # encrypts and content-addresses; it is needed early only for a UID seen before.
+        digest = self._hasher.submit(_sha256_hex, raw)
 
         previous = self._versions(sop_uid)
-        if dataset_sha in previous.values():
-            return self._duplicate(sop_uid, study_uid, dataset_sha, origin)
+        if previous and digest.result() in previous.values():
+            return self._duplicate(sop_uid, study_uid, digest.result(), origin)
 
         meta = file_meta(ids["SOPClassUID"], sop_uid, ts, incoming.source_ae or origin.calling_ae)
         key, key_is_new = self._keys.issue(study_uid)
         ciphertext = crypto.seal_parts(key.key, bytes.fromhex(key.key_id), [meta, raw])
-        cid = self._store.put(ciphertext)
+        pending = self._store.put_nowait(ciphertext)  # the flush runs while SQL executes
+        cid = pending.cid
+        dataset_sha = digest.result()
 
-        with self._db.write() as conn:
+        with self._db.fast_write() as conn:
             versions = self._versions(sop_uid, conn)
             if dataset_sha in versions.values():  # an identical copy landed meanwhile
                 version = next(v for v, h in versions.items() if h == dataset_sha)
@@ -204,6 +220,8 @@ class Ingestor:
                 self._audit.append(
                     conn, AuditEvent("instance.stored", origin.actor, sop_uid, "ok", detail)
                 )
+            # Before COMMIT: a committed row must never point at an object not yet durable.
+            pending.wait()
         if key_is_new:
             self._keys.remember(study_uid, key)
         if outcome is Outcome.NEW_VERSION:
@@ -214,7 +232,7 @@ class Ingestor:
             )
         return Receipt(outcome, STATUS_SUCCESS, sop_uid, study_uid, cid, version)
 
-    def _ensure_study(self, conn: Connection, ids: dict[str, str], key: StudyKey) -> None:
+    def _ensure_study(self, conn: Tx, ids: dict[str, str], key: StudyKey) -> None:
         """With a fresh study key: the study row if it is new, and the key's custodian wrap.
 
         A cached key means both rows were committed with an earlier instance, so the common
@@ -225,25 +243,25 @@ class Ingestor:
         exists = conn.execute(_STUDY_EXISTS, {"study": study_uid}).first()
         if exists is None:
             conn.execute(
-                insert(studies).values(
-                    study_uid=study_uid, patient_id=ids["PatientID"], created_at=now
-                )
+                _INSERT_STUDY,
+                {"study_uid": study_uid, "patient_id": ids["PatientID"], "created_at": now},
             )
         conn.execute(
-            insert(study_keys).values(
-                key_id=key.key_id,
-                study_uid=study_uid,
-                kem=key.kem,
-                custodian_wrap=key.custodian_wrap,
-                created_at=now,
-            )
+            _INSERT_KEY,
+            {
+                "key_id": key.key_id,
+                "study_uid": study_uid,
+                "kem": key.kem,
+                "custodian_wrap": key.custodian_wrap,
+                "created_at": now,
+            },
         )
 
-    def _versions(self, sop_uid: str, conn: Connection | None = None) -> dict[int, str]:
+    def _versions(self, sop_uid: str, conn: Tx | None = None) -> dict[int, str]:
         params = {"sop": sop_uid}
         if conn is not None:
             return {r.version: r.sha256 for r in conn.execute(_VERSIONS, params)}
-        with self._db.read() as c:
+        with self._db.fast_read() as c:
             return {r.version: r.sha256 for r in c.execute(_VERSIONS, params)}
 
     def _duplicate(self, sop_uid: str, study_uid: str, sha: str, origin: Origin) -> Receipt:

@@ -39,6 +39,7 @@ def open_store(settings: Settings, access: StoreAccess = "write") -> ContentStor
     return PackBlockStore(
         settings.home / "store",
         pack_max_bytes=settings.store.pack_max_mb << 20,
+        runway_bytes=settings.store.runway_mb << 20,
         read_only=access == "read",
     )
 
@@ -64,7 +65,8 @@ class Gateway:
         return self.settings.home / "keys"
 
     def close(self) -> None:
-        """Close the store, then the index."""
+        """Close the pipeline, the store, then the index."""
+        self.ingestor.close()
         self.store.close()
         self.db.close()
 

@@ -1,1 +1,4 @@
-"""The web portal and DICOMweb (FastAPI). Arrives with the access issues; imports ``gateway`` only."""
+"""The web portal and DICOMweb (FastAPI), to come with the access issues.
+
+Imports ``gateway`` only.
+"""

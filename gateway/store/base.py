@@ -21,6 +21,19 @@ class StoreProblem:
     problem: str
 
 
+class PendingObject(Protocol):
+    """An object handed to the store whose flush to stable storage may still be running."""
+
+    @property
+    def cid(self) -> str:
+        """The object's root CID."""
+        ...
+
+    def wait(self) -> None:
+        """Return once the object is durable; raise StorageError if it cannot be made so."""
+        ...
+
+
 class ContentStore(Protocol):
     """A content-addressed object store.
 
@@ -30,6 +43,13 @@ class ContentStore(Protocol):
 
     def put(self, data: bytes) -> str:
         """Store ``data`` as a UnixFS file; return its root CID (CIDv1, base32 string)."""
+        ...
+
+    def put_nowait(self, data: bytes) -> PendingObject:
+        """Start storing ``data``; the caller overlaps its own work with the flush, then waits.
+
+        The object is not durable (and not visible to ``get``) until ``wait()`` returns.
+        """
         ...
 
     def get(self, cid: str) -> bytes:

@@ -25,9 +25,7 @@ PASSPHRASE = "unit-test-passphrase"
 
 @pytest.fixture
 def gw(tmp_path: Path) -> Iterator[Gateway]:
-    g = open_gateway(
-        load_settings(home=tmp_path / "home", custodian_passphrase=PASSPHRASE)
-    )
+    g = open_gateway(load_settings(home=tmp_path / "home", custodian_passphrase=PASSPHRASE))
     yield g
     g.close()
 
@@ -73,27 +71,43 @@ def test_ciphertext_decrypts_only_with_custodian(gw: Gateway, tmp_path: Path) ->
     assert dcmread(f).PatientName.original_string not in envelope
 
 
+class FailingFlush:
+    """A pending object whose flush fails (the disk reported an I/O error on fdatasync)."""
+
+    cid = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+
+    def wait(self) -> None:
+        raise StorageError("flushing pack-000001.dat: [Errno 5] Input/output error")
+
+
 class FailingStore:
-    """A store whose disk is full: put fails like a real ENOSPC would surface."""
+    """A store whose disk is full (put fails) or fails its flush (wait fails)."""
 
-    def __init__(self, real: object) -> None:
+    def __init__(self, real: object, at: str) -> None:
         self.real = real
+        self.at = at
 
-    def put(self, data: bytes) -> str:
-        raise StorageError("writing pack: [Errno 28] No space left on device")
+    def put_nowait(self, data: bytes) -> FailingFlush:
+        if self.at == "put":
+            raise StorageError("writing pack: [Errno 28] No space left on device")
+        return FailingFlush()
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.real, name)
 
 
+@pytest.mark.parametrize(
+    ("at", "words"), [("put", "No space left"), ("flush", "Input/output error")]
+)
 def test_storage_failure_is_out_of_resources_and_leaves_nothing(
-    gw: Gateway, tmp_path: Path
+    gw: Gateway, tmp_path: Path, at: str, words: str
 ) -> None:
+    """Whether the write or the flush fails, the row is never committed and 0xA700 answers."""
     f = make_ct_series(tmp_path / "ct", 1).files[0]
-    gw.ingestor._store = FailingStore(gw.store)  # type: ignore[assignment]
+    gw.ingestor._store = FailingStore(gw.store, at)  # type: ignore[assignment]
     receipt = gw.ingestor.ingest(incoming(f), ORIGIN)
     assert (receipt.outcome, receipt.status) == (Outcome.REFUSED, 0xA700)
-    assert "No space left" in (receipt.reason or "")
+    assert words in (receipt.reason or "")
     assert rows(gw, instances) == 0 and rows(gw, study_keys) == 0
     assert [e.kind for e in gw.audit.entries()] == ["instance.refused"]
 
