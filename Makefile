@@ -8,12 +8,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: up test install install-test system-deps npm-deps lint typecheck unit bench clean help
+.PHONY: up test install install-test system-deps npm-deps lint typecheck unit bench clean help contracts
 
 help:
 	@echo "make up    - install and start ztbridge on embedded defaults"
 	@echo "make test  - install test dependencies and run lint, type checks and every test"
 	@echo "make bench - run the ingest benchmark (installs Orthanc for the comparison)"
+	@echo "make contracts - rebuild the smart contract artifacts with the pinned solc"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +42,14 @@ system-deps:
 tests/js/node_modules/.package-lock.json: tests/js/package.json tests/js/package-lock.json
 	npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
 
-npm-deps: tests/js/node_modules/.package-lock.json
+contracts/node_modules/.package-lock.json: contracts/package.json contracts/package-lock.json
+	npm ci --prefix contracts --no-audit --no-fund --loglevel=error
+
+npm-deps: tests/js/node_modules/.package-lock.json contracts/node_modules/.package-lock.json
+
+# Rebuild the committed contract artifacts (contracts/build/*.json) from source.
+contracts: contracts/node_modules/.package-lock.json
+	node contracts/build.mjs
 
 up: install
 	$(BIN)/ztbridge up
@@ -62,4 +70,4 @@ bench: install-test system-deps
 	$(BIN)/python bench/ingest.py
 
 clean:
-	rm -rf $(VENV) tests/js/node_modules .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) tests/js/node_modules contracts/node_modules .mypy_cache .ruff_cache .pytest_cache

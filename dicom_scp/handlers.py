@@ -49,6 +49,7 @@ class Handlers:
         self.gw = gateway
         self._origins: weakref.WeakKeyDictionary[Any, Origin] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
+        self.draining = False  # set on shutdown: refuse new associations, finish open ones
 
     def bindings(self) -> list[EventBinding]:
         """The (event, handler) pairs for ``AE.start_server``."""
@@ -70,8 +71,36 @@ class Handlers:
                 log.debug("TCP_NODELAY not set: %s", e)
 
     def on_requested(self, event: Any) -> None:
-        """Run admission; reject the association here if any check fails."""
+        """Run admission; reject the association here if any check fails.
+
+        Fails closed: pynetdicom swallows exceptions from notification handlers and would
+        go on to accept, so any error while deciding is itself a (transient) rejection.
+        """
+        try:
+            self._admit(event)
+        except Exception as e:
+            assoc = event.assoc
+            log.exception("admission failed with an error; refusing the association")
+            self._audit(
+                AuditEvent(
+                    "association.refused",
+                    _peer(assoc),
+                    "",
+                    "refused",
+                    {"check": "admission-error", "reason": f"{type(e).__name__}: {e}"},
+                )
+            )
+            if not assoc.is_rejected:
+                assoc.acse.send_reject(0x02, 0x01, 0x01)  # transient, service user, no reason
+            assoc.kill()
+
+    def _admit(self, event: Any) -> None:
         assoc = event.assoc
+        if self.draining:
+            log.info("association from %s turned away: shutting down", _peer(assoc))
+            assoc.acse.send_reject(0x02, 0x03, 0x01)  # transient, provider, temporary congestion
+            assoc.kill()
+            return
         rq = assoc.requestor.primitive
         calling = str(rq.calling_ae_title).strip()
         called = str(rq.called_ae_title).strip()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from pynetdicom import AE
@@ -39,8 +40,27 @@ class DicomServer:
         )
         log.info("DICOM listener on %s:%d, AE title %s", s.host, s.port, s.ae_title)
 
-    def stop(self) -> None:
-        """Stop listening and end open associations."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
+    def _transferring(self) -> list[Any]:
+        """Established associations we accepted (a bare TCP connect does not count)."""
+        return [a for a in self.ae.active_associations if a.is_acceptor and a.is_established]
+
+    def stop(self, grace_seconds: float = 20.0) -> None:
+        """Drain, then stop: new associations are turned away (transient, congestion),
+        open ones get ``grace_seconds`` to finish their transfers, the rest are aborted.
+
+        A modality whose association is aborted keeps the unacknowledged instances queued
+        and resends them; nothing acknowledged is affected either way.
+        """
+        if self._server is None:
+            return
+        self.handlers.draining = True
+        deadline = time.monotonic() + grace_seconds
+        while time.monotonic() < deadline and self._transferring():
+            time.sleep(0.05)
+        left = self._transferring()
+        if left:
+            log.warning(
+                "aborting %d association(s) still open after %.0f s", len(left), grace_seconds
+            )
+        self._server.shutdown()
+        self._server = None

@@ -151,7 +151,7 @@ class AuditLog:
             conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": digest})
         else:
             conn.execute(_INSERT_HEAD, {"id": 1, "seq": seq, "hash": digest})
-        log.info(
+        log.debug(
             "audit %s %s actor=%s subject=%s %s",
             event.kind,
             event.outcome,

@@ -75,11 +75,20 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 @contextmanager
-def gateway(store_access: StoreAccess = "read") -> Iterator[Gateway]:
-    """Open the gateway for one command, turning our errors into clean exits."""
+def gateway(store_access: StoreAccess = "read", create: bool = False) -> Iterator[Gateway]:
+    """Open the gateway for one command, turning our errors into clean exits.
+
+    Only commands that add data (``device add``, ``import``) may start a new data folder;
+    the others refuse a folder without an index rather than create an empty one.
+    """
     try:
         s = settings()
         setup_logging("WARNING" if s.log_level == "INFO" else s.log_level)
+        if not create and not s.index.url and not (s.home / "index.sqlite3").exists():
+            raise fail(
+                f"no ztbridge data at {s.home}: set ZTBRIDGE_HOME to the data folder"
+                " (or run 'ztbridge up' there first)"
+            )
         gw = open_gateway(s, store_access=store_access)
     except ZtbridgeError as e:
         raise fail(str(e)) from None
@@ -153,10 +162,10 @@ def device_add(
     ] = "",
 ) -> None:
     """Register a device allowed to send (AE title + source addresses)."""
-    with gateway() as gw:
+    with gateway(create=True) as gw:
         d = gw.devices.add(ae, ip, name, actor())
         out.print(
-            f"device {d.id} registered: AE {d.ae_title!r} from "
+            f"device {d.id} registered in {gw.settings.home}: AE {d.ae_title!r} from "
             + ", ".join(str(n) for n in d.networks)
         )
         s = gw.settings.dicom
@@ -206,7 +215,7 @@ def import_cmd(
     paths: Annotated[list[Path], typer.Argument(help="DICOM files or folders (recursed)")],
 ) -> None:
     """Import Part-10 files through the same pipeline as C-STORE."""
-    with gateway("write") as gw:
+    with gateway("write", create=True) as gw:
         try:
             files = list(discover(paths))
         except FileNotFoundError as e:
@@ -254,11 +263,17 @@ def store_export_car(
     out_file: Annotated[Path, typer.Option("--out", help="CAR file to write")],
 ) -> None:
     """Write a study's ciphertext objects as a CARv1 file ('ipfs dag import' accepts it)."""
+    if not out_file.parent.is_dir():
+        raise fail(f"folder {out_file.parent} does not exist: create it or choose another --out")
     with gateway() as gw:
         tmp = out_file.with_suffix(out_file.suffix + ".part")
-        with tmp.open("wb") as f:
-            objects, blocks = export_car(gw, study, f)
-        tmp.replace(out_file)
+        try:
+            with tmp.open("wb") as f:
+                objects, blocks = export_car(gw, study, f)
+            tmp.replace(out_file)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         out.print(f"{objects} objects, {blocks} blocks written to {out_file}")
 
 

@@ -14,6 +14,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import read_dataset, read_preamble
 from pydicom.filewriter import write_file_meta_info
@@ -27,7 +28,9 @@ STATUS_OUT_OF_RESOURCES = 0xA700
 
 IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_BE = "1.2.840.10008.1.2.2"
-DEFLATED = {"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1"}  # deflated explicit / image
+# Only this syntax deflates the whole data set; Deflated Image Frame Compression
+# (1.2.840.10008.1.2.8.1) is an ordinary explicit VR LE data set with encapsulated frames.
+DEFLATED = {"1.2.840.10008.1.2.1.99"}
 
 IMPLEMENTATION_CLASS_UID = UID("1.2.826.0.1.3680043.10.1433.1.1")
 IMPLEMENTATION_VERSION = "ZTBRIDGE_010"
@@ -53,6 +56,14 @@ _ITEM_END = 0xFFFEE00D
 _SEQ_END = 0xFFFEE0DD
 PIXEL_DATA = 0x7FE00010
 _MAX_DEPTH = 32
+
+
+def _dictionary_vr(tag: int) -> str | None:
+    """The data dictionary's VR for a tag, None for private or unknown ones."""
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return None
 
 
 def _refuse(reason: str) -> DatasetRefusedError:
@@ -168,15 +179,27 @@ class _Walker:
                     self.pixel_length = length
                 elif tag in self.wanted:
                     self.found[tag] = Element(vr, value, length)
-            if vr == b"SQ" or (vr is None and self._implicit_sq(tag, value, length)):
+            if vr == b"SQ":
                 self.sequence(value, value + length, implicit, depth + 1, value + length)
+            elif vr is None and tag != PIXEL_DATA and self._implicit_sq(tag, value, length):
+                # Implicit VR: a sequence by the dictionary, or a private/unknown element
+                # that looks like one. A value that merely starts like an item but does not
+                # walk as one is taken as opaque bytes, not refused.
+                try:
+                    self.sequence(value, value + length, implicit, depth + 1, value + length)
+                except DatasetRefusedError:
+                    if _dictionary_vr(tag) == "SQ":
+                        raise
             pos = value + length
         if in_item:
             raise _refuse("item without its delimiter (truncated data set)")
         return pos
 
     def _implicit_sq(self, tag: int, value: int, length: int) -> bool:
-        # In implicit VR a nested item starts with the item tag; checking it is enough here.
+        # Known non-sequence elements are never walked; others are if they start with an item.
+        known = _dictionary_vr(tag)
+        if known is not None and known != "SQ":
+            return False
         if length < 8:
             return False
         return bool(self.tag_len_implicit.unpack_from(self.data, value)[:2] == (0xFFFE, 0xE000))

@@ -65,7 +65,9 @@ def export_study(
         }
     keys: dict[str, bytes] = {}
     series_numbers: dict[str, int] = {}
-    counters: dict[str, int] = {}
+    instance_numbers: dict[str, int] = {}  # SOP Instance UID -> its number in its series
+    per_series: dict[str, int] = {}
+    seen_paths: set[Path] = set()
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for row in rows:
@@ -84,10 +86,15 @@ def export_study(
             raise IntegrityError(f"instance {sop}: plaintext hash differs from the index")
         series = str(row["series_uid"])
         number = series_numbers.setdefault(series, len(series_numbers) + 1)
-        counters[series] = counters.get(series, 0) + (1 if row["version"] == 1 else 0)
+        if sop not in instance_numbers:
+            per_series[series] = per_series.get(series, 0) + 1
+            instance_numbers[sop] = per_series[series]
         version = int(str(row["version"]))
-        name = f"IM{max(counters[series], 1):06d}" + (f".v{version}" if version > 1 else "")
+        name = f"IM{instance_numbers[sop]:06d}" + (f".v{version}" if version > 1 else "")
         path = out_dir / f"series-{number:03d}" / f"{name}.dcm"
+        if path in seen_paths:  # cannot happen: names are per instance and version
+            raise IntegrityError(f"export would overwrite {path}")
+        seen_paths.add(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".part")
         tmp.write_bytes(obj)

@@ -22,7 +22,15 @@ from sqlalchemy import bindparam, func, insert, select
 from gateway import crypto
 from gateway.audit import AuditEvent, AuditLog
 from gateway.clock import Clock
-from gateway.dataset import DEFLATED, STATUS_OUT_OF_RESOURCES, file_meta, inflate, scan
+from gateway.dataset import (
+    DEFLATED,
+    STATUS_CANNOT_UNDERSTAND,
+    STATUS_DATASET_MISMATCH,
+    STATUS_OUT_OF_RESOURCES,
+    file_meta,
+    inflate,
+    scan,
+)
 from gateway.errors import DatasetRefusedError, StorageError
 from gateway.index.database import Database, Tx
 from gateway.index.models import instances, studies, study_keys
@@ -39,6 +47,7 @@ STATUS_SUCCESS = 0x0000
 _VERSIONS = select(instances.c.version, instances.c.sha256).where(
     instances.c.sop_instance_uid == bindparam("sop")
 )
+_STUDY_PATIENT = select(studies.c.patient_id).where(studies.c.study_uid == bindparam("study"))
 _STUDY_EXISTS = select(studies.c.study_uid).where(studies.c.study_uid == bindparam("study"))
 _INSERT_INSTANCE = insert(instances)
 _INSERT_STUDY = insert(studies)
@@ -135,6 +144,14 @@ class Ingestor:
                 origin,
                 incoming.declared_sop_instance,
             )
+        except Exception as e:  # a bug must still be answered, audited and logged
+            log.exception("unexpected error during ingest")
+            return self._refused(
+                f"internal error: {type(e).__name__}: {e}",
+                STATUS_CANNOT_UNDERSTAND,
+                origin,
+                incoming.declared_sop_instance,
+            )
 
     def _refused(self, reason: str, status: int, origin: Origin, sop_uid: str | None) -> Receipt:
         log.warning("refused instance %s from %s: %s", sop_uid, origin.actor, reason)
@@ -170,6 +187,7 @@ class Ingestor:
         # encrypts and content-addresses; it is needed early only for a UID seen before.
         digest = self._hasher.submit(_sha256_hex, raw)
 
+        self._check_patient(study_uid, ids["PatientID"])
         previous = self._versions(sop_uid)
         if previous and digest.result() in previous.values():
             return self._duplicate(sop_uid, study_uid, digest.result(), origin)
@@ -182,6 +200,7 @@ class Ingestor:
         dataset_sha = digest.result()
 
         with self._db.fast_write() as conn:
+            self._check_patient(study_uid, ids["PatientID"], conn)
             versions = self._versions(sop_uid, conn)
             if dataset_sha in versions.values():  # an identical copy landed meanwhile
                 version = next(v for v, h in versions.items() if h == dataset_sha)
@@ -222,7 +241,7 @@ class Ingestor:
                 )
             # Before COMMIT: a committed row must never point at an object not yet durable.
             pending.wait()
-        if key_is_new:
+        if key_is_new and outcome is not Outcome.DUPLICATE:  # only a key whose row committed
             self._keys.remember(study_uid, key)
         if outcome is Outcome.NEW_VERSION:
             log.warning(
@@ -256,6 +275,25 @@ class Ingestor:
                 "created_at": now,
             },
         )
+
+    def _check_patient(self, study_uid: str, patient_id: str, conn: Tx | None = None) -> None:
+        """One study belongs to one patient: a study key and, later, grants are per patient.
+
+        Checked before storing (no ciphertext for a refusal) and again inside the write
+        transaction, where it is authoritative.
+        """
+        params = {"study": study_uid}
+        if conn is not None:
+            row = conn.execute(_STUDY_PATIENT, params).first()
+        else:
+            with self._db.fast_read() as c:
+                row = c.execute(_STUDY_PATIENT, params).first()
+        if row is not None and row.patient_id != patient_id:
+            raise DatasetRefusedError(
+                f"Patient ID {patient_id!r} differs from the patient already stored for this"
+                " study; correct the Patient ID at the modality (or the Study Instance UID)",
+                STATUS_DATASET_MISMATCH,
+            )
 
     def _versions(self, sop_uid: str, conn: Tx | None = None) -> dict[int, str]:
         params = {"sop": sop_uid}

@@ -36,21 +36,32 @@ class CustodianPublic:
     public: bytes
 
 
-def _write_private_file(path: Path, text: str) -> None:
+def _create_private_file(path: Path, text: str) -> bool:
+    """Write ``path`` whole and durably unless it exists; False if another process won.
+
+    A unique temp file linked into place: ``link`` fails if the name exists, so two
+    processes starting at once can never both believe their key is the custodian key.
+    """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(fd, text.encode())
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+    return True
 
 
 def ensure_custodian(
@@ -69,7 +80,10 @@ def ensure_custodian(
     if not passphrase:
         generated = passphrase = secrets.token_urlsafe(24)
     pair = crypto.generate_keypair(kem)
-    _write_private_file(path, crypto.protect_keypair(pair, passphrase, "custodian"))
+    if not _create_private_file(path, crypto.protect_keypair(pair, passphrase, "custodian")):
+        # Another process created the key first: use its key, and show no passphrase.
+        found_kem, public = crypto.read_public(path.read_text())
+        return CustodianPublic(found_kem, public), None
     return CustodianPublic(pair.kem, pair.public), generated
 
 

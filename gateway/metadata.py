@@ -115,7 +115,7 @@ def read_indexed(data: bytes, layout: Scan) -> dict[str, Any]:
     )
     try:
         encodings = convert_encodings(terms or ["ISO_IR 6"])
-    except LookupError:
+    except (LookupError, ValueError):
         encodings = ["iso8859"]
     doc: dict[str, Any] = {}
     for tag in sorted(layout.found):
@@ -124,7 +124,7 @@ def read_indexed(data: bytes, layout: Scan) -> dict[str, Any]:
         raw = data[element.offset : element.offset + element.length]
         try:
             value = _value(vr, raw, layout.little_endian, encodings) if raw else []
-        except (ValueError, struct.error, UnicodeDecodeError):
+        except (ValueError, ArithmeticError, struct.error, UnicodeDecodeError, LookupError):
             value = []  # an unreadable optional value is indexed as empty, not refused
         entry: dict[str, Any] = {"vr": vr}
         if value and any(v not in ("", None, {}) for v in value):

@@ -78,7 +78,7 @@ def open_gateway(
     clock = clock or SystemClock()
     home = settings.home
     try:
-        home.mkdir(parents=True, exist_ok=True)
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as e:
         raise ConfigError(f"cannot create the data folder {home} (ZTBRIDGE_HOME): {e}") from e
     if not os.access(home, os.W_OK):

@@ -133,6 +133,13 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
         return tuple(sources)
 
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, v: Path) -> Path:
+        # Resolved once, at start: a later chdir (or another shell) must not silently open
+        # a second, empty data folder.
+        return v.expanduser().absolute()
+
     @property
     def index_url(self) -> str:
         """The SQLAlchemy URL in force."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from types import FrameType
@@ -73,5 +74,10 @@ def up() -> None:
 
 
 def main() -> None:
-    """Console entry point."""
+    """Console entry point.
+
+    Everything ztbridge writes (index, keys, exports) may hold patient data or key
+    material: files are created readable by their owner only.
+    """
+    os.umask(0o077)
     app()

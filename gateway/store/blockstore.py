@@ -80,7 +80,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
@@ -226,6 +226,10 @@ class _ScanResult:
     entries: list[tuple[bytes, _Loc]]
     good_end: int  # logical end: where the next record goes
     problem: str | None  # why the scan stopped at something other than zeros or EOF
+    # Whole records (valid header) whose data does not match the CID, with whole records
+    # after them: rot or tampering in the middle of a pack. Skipped, reported, never served;
+    # the records after them stay indexed.
+    rotten: list[tuple[int, bytes]] = field(default_factory=list)
 
 
 class PendingPut:
@@ -480,6 +484,7 @@ class PackBlockStore:
         self._fds[pack_id] = fd
         size = os.fstat(fd).st_size
         scan = self._scan(fd, pack_id, size, check_hashes=True)
+        self._report_rotten(pack_id, scan)
         self._sizes[pack_id] = self._synced[pack_id] = scan.good_end
         for cid, loc in scan.entries:
             self._index[cid] = loc
@@ -503,6 +508,18 @@ class PackBlockStore:
         else:
             self._open_problems.append(StoreProblem("", f"{path.name}: {problem}"))
 
+    def _report_rotten(self, pack_id: int, scan: _ScanResult) -> None:
+        """Record whole-but-wrong records found on open, so ``verify`` and the log name them."""
+        name = self._pack_path(pack_id).name
+        for pos, cid in scan.rotten:
+            self._open_problems.append(
+                StoreProblem(
+                    cid_to_str(cid),
+                    f"{name}: record at offset {pos} does not match its CID (rot or tampering);"
+                    " skipped, the records after it are kept",
+                )
+            )
+
     def _open_active(self, pack_id: int, clean: tuple[int, int] | None) -> None:
         """Index the active pack; after an unclean shutdown, check it and cut a torn tail.
 
@@ -525,6 +542,7 @@ class PackBlockStore:
             # The marker and the file disagree: take nothing on trust.
             scan = self._scan(fd, pack_id, size, check_hashes=True)
             trusted = False
+        self._report_rotten(pack_id, scan)
         end = scan.good_end
         if not trusted:
             # A torn record, or bytes of one whose header page never reached the disk, may
@@ -600,40 +618,67 @@ class PackBlockStore:
         data never reached the disk (zeros behind a valid header) from a whole one.
         """
         entries: list[tuple[bytes, _Loc]] = []
+        bad: list[tuple[int, bytes]] = []
+        rotten: list[tuple[int, bytes]] = []
         pos = start
         while pos < size:
             head = os.pread(fd, _SCAN_READ, pos)
             if head[:_HDR_SIZE].count(0) == min(len(head), _HDR_SIZE):
-                return _ScanResult(entries, pos, None)
+                return self._scan_result(entries, pos, None, bad, rotten)
             if len(head) < _HDR_SIZE:
-                return _ScanResult(entries, pos, "truncated record header")
+                return self._scan_result(entries, pos, "truncated record header", bad, rotten)
             magic, cid_len, length, crc = _HDR.unpack_from(head, 0)
             if magic != _MAGIC:
-                return _ScanResult(entries, pos, "bad record magic")
+                return self._scan_result(entries, pos, "bad record magic", bad, rotten)
             if not 0 < cid_len <= _MAX_CID_LEN or length > _MAX_BLOCK:
-                return _ScanResult(entries, pos, "implausible record header")
+                return self._scan_result(entries, pos, "implausible record header", bad, rotten)
             data_off = pos + _HDR_SIZE + cid_len
             end = data_off + length
             if end > size:
-                return _ScanResult(entries, pos, "record runs past the end of the pack")
+                return self._scan_result(
+                    entries, pos, "record runs past the end of the pack", bad, rotten
+                )
             if len(head) < _HDR_SIZE + cid_len:
                 head = os.pread(fd, _HDR_SIZE + cid_len, pos)
             cid = head[_HDR_SIZE : _HDR_SIZE + cid_len]
             if crc != zlib.crc32(cid, zlib.crc32(struct.pack("<BI", cid_len, length))):
-                return _ScanResult(entries, pos, "record header checksum mismatch")
+                return self._scan_result(
+                    entries, pos, "record header checksum mismatch", bad, rotten
+                )
             try:
                 decode_cid(cid)
             except ValueError:
-                return _ScanResult(entries, pos, "record holds an unusable CID")
+                return self._scan_result(entries, pos, "record holds an unusable CID", bad, rotten)
             if check_hashes:
                 data = os.pread(fd, length, data_off)
                 if len(data) != length or not block_matches(cid, data):
-                    return _ScanResult(
-                        entries, pos, f"block {cid_to_str(cid)} does not match its CID"
-                    )
+                    # Torn (the tail of a crash) or rotten (good records follow): decided
+                    # once we know whether anything whole comes after it.
+                    bad.append((pos, cid))
+                    pos = end
+                    continue
+            if bad:
+                rotten.extend(bad)
+                bad = []
             entries.append((cid, _Loc(pack_id, data_off, length, end)))
             pos = end
-        return _ScanResult(entries, pos, None)
+        return self._scan_result(entries, pos, None, bad, rotten)
+
+    @staticmethod
+    def _scan_result(
+        entries: list[tuple[bytes, _Loc]],
+        pos: int,
+        problem: str | None,
+        trailing_bad: list[tuple[int, bytes]],
+        rotten: list[tuple[int, bytes]],
+    ) -> _ScanResult:
+        """Bad records with nothing whole after them are a torn tail: the end is before them."""
+        if trailing_bad:
+            first, cid = trailing_bad[0]
+            return _ScanResult(
+                entries, first, f"block {cid_to_str(cid)} does not match its CID", rotten
+            )
+        return _ScanResult(entries, pos, problem, rotten)
 
     def _write_sidecar(
         self, pack_id: int, entries: Sequence[tuple[bytes, _Loc]], size: int

@@ -252,6 +252,10 @@ def test_import_export_car_and_verify(tmp_path: Path, dcmtk: None) -> None:
 
 def test_unknown_study_export_is_clear_error(tmp_path: Path) -> None:
     gw = make_gateway(tmp_path)
+    missing = gw.cli("status", check=False)
+    assert missing.returncode == 1 and "no ztbridge data at" in missing.stderr
+    assert not gw.home.exists()  # a read command never creates an empty data folder
+    gw.cli("device", "add", "--ae", "CT01", "--ip", "10.0.0.0/24")
     result = gw.cli("export", "--study", "1.2.3.4", "--out", str(tmp_path / "o"), check=False)
     assert result.returncode == 1
     assert "no study 1.2.3.4" in result.stderr

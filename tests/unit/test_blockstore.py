@@ -691,3 +691,27 @@ def test_close_flushes_pending_puts(root: Path) -> None:
         s.put_nowait(b"late")
     with PackBlockStore(root) as s2:
         assert all(s2.get(p.cid) == _data(200_000, i) for i, p in enumerate(pendings))
+
+
+def test_rot_mid_pack_after_crash_keeps_later_records(root: Path, tmp_path: Path) -> None:
+    """A rotten record in the middle of the active pack, found during crash recovery, is
+    skipped and reported; every whole record after it stays readable (no cut, no quarantine)."""
+    first = _data(3000, seed=1)
+    later = [_data(2000 + i, seed=10 + i) for i in range(3)]
+    with PackBlockStore(root) as s:
+        bad_cid = s.put(first)
+        good = [s.put(x) for x in later]
+        image = _crash_copy(s, root, tmp_path / "crashed")
+    _flip_byte_of(image, first[100:132])
+    with PackBlockStore(image) as s:
+        for cid, data in zip(good, later, strict=True):
+            assert s.get(cid) == data
+        with pytest.raises((IntegrityError, NotFoundError)):
+            s.get(bad_cid)
+        problems = [p for p in s.verify() if p.cid == bad_cid]
+        assert problems and any("rot or tampering" in p.problem for p in problems)
+        assert not (image / "quarantine").exists() or not list((image / "quarantine").iterdir())
+        after = s.put(b"appended after recovery")
+    with PackBlockStore(image) as s:
+        assert s.get(after) == b"appended after recovery"
+        assert all(s.get(c) == d for c, d in zip(good, later, strict=True))

@@ -171,3 +171,21 @@ def test_indexed_metadata_matches_pydicom(tmp_path: Path) -> None:
             assert reference.get(tag) == entry, (f.name, tag)
             checked += 1
     assert checked > 100
+
+
+def test_implicit_values_that_look_like_items_are_not_sequences() -> None:
+    """Pixel data or a private OB value starting with the item tag is opaque, not refused."""
+    from pydicom.dataelem import DataElement
+    from pydicom.filebase import DicomBytesIO
+
+    ds = Dataset()
+    for k, v in _ds().items():
+        setattr(ds, k, v)
+    ds.Rows, ds.Columns, ds.BitsAllocated = 2, 8, 8
+    ds.PixelData = b"\xfe\xff\x00\xe0\x10\x00\x00\x00" + b"\x01" * 8
+    ds[0x00091010] = DataElement(0x00091010, "OB", b"\xfe\xff\x00\xe0\xff\x00\x00\x00" + bytes(8))
+    buf = DicomBytesIO()
+    buf.is_little_endian, buf.is_implicit_VR = True, True
+    write_dataset(buf, ds)
+    result = scan(buf.getvalue(), "1.2.840.10008.1.2")
+    assert result.pixel_length == 16

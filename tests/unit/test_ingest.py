@@ -145,3 +145,41 @@ def test_new_key_after_idle(gw: Gateway, tmp_path: Path) -> None:
     with gw.db.read() as conn:
         key_ids = {r.key_id for r in conn.execute(select(instances.c.key_id))}
     assert len(key_ids) == 2 and rows(gw, study_keys) == 2
+
+
+def test_second_patient_in_a_study_is_refused(gw: Gateway, tmp_path: Path) -> None:
+    series = make_ct_series(tmp_path / "ct", 2)
+    assert gw.ingestor.ingest(incoming(series.files[0]), ORIGIN).status == 0
+    ds = dcmread(series.files[1])
+    ds.PatientID = "SOMEONE-ELSE"
+    other = tmp_path / "other.dcm"
+    ds.save_as(other)
+    receipt = gw.ingestor.ingest(incoming(other), ORIGIN)
+    assert (receipt.outcome, receipt.status) == (Outcome.REFUSED, 0xA900)
+    assert "differs from the patient" in (receipt.reason or "")
+    assert rows(gw, instances) == 1
+
+
+def test_unexpected_error_is_answered_and_audited(gw: Gateway, tmp_path: Path) -> None:
+    f = make_ct_series(tmp_path / "ct", 1).files[0]
+
+    def boom(*_a: object) -> None:
+        raise RuntimeError("bug")
+
+    gw.ingestor._check_patient = boom  # type: ignore[method-assign]
+    receipt = gw.ingestor.ingest(incoming(f), ORIGIN)
+    assert (receipt.outcome, receipt.status) == (Outcome.REFUSED, 0xC000)
+    assert [e.kind for e in gw.audit.entries()] == ["instance.refused"]
+
+
+def test_hostile_values_in_indexed_attributes_do_not_crash(gw: Gateway, tmp_path: Path) -> None:
+    f = make_ct_series(tmp_path / "ct", 1).files[0]
+    odd = tmp_path / "odd.dcm"
+    odd.write_bytes(f.read_bytes())
+    # pydicom will not write an IS of 1e999, so splice it into the bytes (no group lengths).
+    raw = odd.read_bytes()
+    element = b"\x20\x00\x11\x00IS\x02\x001 "
+    assert element in raw
+    odd.write_bytes(raw.replace(element, b"\x20\x00\x11\x00IS\x06\x001e999 "))
+    receipt = gw.ingestor.ingest(incoming(odd), ORIGIN)
+    assert receipt.status == 0, receipt.reason
