@@ -165,7 +165,7 @@ class Handlers:
         request = event.request
         receipt = self.gw.ingestor.ingest(
             Incoming(
-                dataset=request.DataSet.getvalue(),
+                dataset=request.DataSet.getbuffer(),  # a view: no copy of the pixels
                 transfer_syntax=str(event.context.transfer_syntax),
                 declared_sop_class=str(request.AffectedSOPClassUID),
                 declared_sop_instance=str(request.AffectedSOPInstanceUID),

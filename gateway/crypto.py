@@ -68,11 +68,12 @@ def seal(key: bytes, key_id: bytes, plaintext: bytes) -> bytes:
     return header + AESGCM(key).encrypt(nonce, plaintext, header)
 
 
-def seal_parts(key: bytes, key_id: bytes, parts: list[bytes]) -> bytes:
+def seal_parts(key: bytes, key_id: bytes, parts: list[bytes | memoryview]) -> bytearray:
     """``seal`` of the concatenation of ``parts``, without building the concatenation.
 
-    Ingest seals file meta + a data set of hundreds of KB; streaming GCM into one
-    preallocated buffer saves two full copies. The output is identical in format to ``seal``.
+    Ingest seals file meta + a data set of up to gigabytes; streaming GCM into one
+    preallocated buffer, returned as is, means the ciphertext is the only copy made. The
+    output is identical in format to ``seal``.
     """
     if len(key) != KEY_BYTES or len(key_id) != KEY_ID_BYTES:
         raise CryptoError("envelope key must be 32 bytes and key id 16 bytes")
@@ -91,7 +92,7 @@ def seal_parts(key: bytes, key_id: bytes, parts: list[bytes]) -> bytes:
     view.release()
     out[pos : pos + 16] = encryptor.tag
     del out[pos + 16 :]
-    return bytes(out)
+    return out
 
 
 def envelope_key_id(envelope: bytes) -> bytes:

@@ -79,7 +79,7 @@ def encoding_of(transfer_syntax: str) -> tuple[bool, bool]:
     return False, True
 
 
-def inflate(data: bytes, limit: int) -> bytes:
+def inflate(data: bytes | memoryview, limit: int) -> bytes:
     """Inflate a deflated data set, refusing one that expands beyond ``limit`` bytes."""
     d = zlib.decompressobj(-zlib.MAX_WBITS)
     try:
@@ -114,7 +114,9 @@ class Scan:
 
 
 class _Walker:
-    def __init__(self, data: bytes, implicit: bool, little: bool, wanted: frozenset[int]) -> None:
+    def __init__(
+        self, data: bytes | memoryview, implicit: bool, little: bool, wanted: frozenset[int]
+    ) -> None:
         self.data = data
         self.wanted = wanted
         self.found: dict[int, Element] = {}
@@ -235,7 +237,9 @@ class _Walker:
             pos = value + length
 
 
-def scan(data: bytes, transfer_syntax: str, wanted: frozenset[int] = frozenset()) -> Scan:
+def scan(
+    data: bytes | memoryview, transfer_syntax: str, wanted: frozenset[int] = frozenset()
+) -> Scan:
     """Check that ``data`` is a structurally complete data set in ``transfer_syntax``.
 
     The top-level elements whose tags are in ``wanted`` are reported by position, so their

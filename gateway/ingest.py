@@ -66,9 +66,12 @@ class Origin:
 
 @dataclass(frozen=True)
 class Incoming:
-    """An encoded data set exactly as received, without file meta information."""
+    """An encoded data set exactly as received, without file meta information.
 
-    dataset: bytes
+    May be a view of the receive buffer (no copy); it must stay valid for the ingest call.
+    """
+
+    dataset: bytes | memoryview
     transfer_syntax: str
     declared_sop_class: str | None = None
     declared_sop_instance: str | None = None
@@ -102,7 +105,7 @@ class Receipt:
         return self.outcome is not Outcome.REFUSED
 
 
-def _sha256_hex(data: bytes) -> str:
+def _sha256_hex(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 

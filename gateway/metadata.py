@@ -65,7 +65,8 @@ def _vr(tag: int, element: Element) -> str:
     return INDEXED[tag][1]
 
 
-def _strings(raw: bytes, vr: str, encodings: list[str]) -> list[str]:
+def _strings(raw: bytes | memoryview, vr: str, encodings: list[str]) -> list[str]:
+    raw = bytes(raw)  # a small value: the data set itself may be a view of the receive buffer
     if vr in _ASCII_VRS:
         text = raw.decode("ascii", "replace")
     else:
@@ -81,7 +82,7 @@ def _strings(raw: bytes, vr: str, encodings: list[str]) -> list[str]:
     return [v.strip(" \0") for v in text.split("\\")]
 
 
-def _value(vr: str, raw: bytes, little: bool, encodings: list[str]) -> list[Any]:
+def _value(vr: str, raw: bytes | memoryview, little: bool, encodings: list[str]) -> list[Any]:
     if vr in _BINARY:
         fmt = _BINARY[vr]
         count = len(raw) // struct.calcsize(fmt)
@@ -105,7 +106,7 @@ def _value(vr: str, raw: bytes, little: bool, encodings: list[str]) -> list[Any]
     return values
 
 
-def read_indexed(data: bytes, layout: Scan) -> dict[str, Any]:
+def read_indexed(data: bytes | memoryview, layout: Scan) -> dict[str, Any]:
     """DICOM JSON (PS3.18 F.2) of the indexed attributes present in the data set."""
     charset_el = layout.found.get(0x00080005)
     terms = (

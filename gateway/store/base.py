@@ -41,11 +41,11 @@ class ContentStore(Protocol):
     storage (fsync'd), so the caller may acknowledge the object to its sender.
     """
 
-    def put(self, data: bytes) -> str:
+    def put(self, data: bytes | bytearray | memoryview) -> str:
         """Store ``data`` as a UnixFS file; return its root CID (CIDv1, base32 string)."""
         ...
 
-    def put_nowait(self, data: bytes) -> PendingObject:
+    def put_nowait(self, data: bytes | bytearray | memoryview) -> PendingObject:
         """Start storing ``data``; the caller overlaps its own work with the flush, then waits.
 
         The object is not durable (and not visible to ``get``) until ``wait()`` returns.

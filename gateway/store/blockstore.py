@@ -803,13 +803,13 @@ class PackBlockStore:
 
     # ------------------------------------------------------------------ writing
 
-    def put(self, data: bytes) -> str:
+    def put(self, data: bytes | bytearray | memoryview) -> str:
         """Store ``data`` as a UnixFS file; return its root CID once it is durable."""
         pending = self.put_nowait(data)
         pending.wait()
         return pending.cid
 
-    def put_nowait(self, data: bytes) -> PendingPut:
+    def put_nowait(self, data: bytes | bytearray | memoryview) -> PendingPut:
         """Write ``data`` as a UnixFS file and start making it durable; do not wait for that.
 
         The syncer flushes right away; call ``wait()`` on the result before acknowledging

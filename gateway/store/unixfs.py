@@ -369,7 +369,10 @@ class Dag:
 
 
 def build_dag(
-    data: bytes | memoryview, *, chunk_size: int = CHUNK_SIZE, max_links: int = MAX_LINKS
+    data: bytes | bytearray | memoryview,
+    *,
+    chunk_size: int = CHUNK_SIZE,
+    max_links: int = MAX_LINKS,
 ) -> Dag:
     """Chunk, hash and link ``data`` into the UnixFS DAG Kubo would build (see module doc).
 

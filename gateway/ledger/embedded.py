@@ -1,0 +1,132 @@
+"""The embedded chain: py-evm in process through eth-tester, running the real contract.
+
+Why it can be trusted across restarts: every mined transaction is journaled (see
+``journal.py``) and replayed at start into a fresh chain whose every nondeterministic input is
+pinned: the genesis timestamp, each block's timestamp (recorded per entry), and the post-merge
+``mix_hash`` (eth-tester draws it from ``os.urandom``; here it is derived from the parent hash).
+One transaction per block, mined as it is submitted, so a journal entry is exactly one block.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_tester import EthereumTester, PyEVMBackend
+from eth_tester.exceptions import ValidationError as TesterValidationError
+from eth_utils.crypto import keccak
+from web3 import EthereumTesterProvider, Web3
+
+from gateway.ledger.chain import Chain
+from gateway.ledger.errors import LedgerConfigError, LedgerError
+from gateway.ledger.journal import Journal, JournalEntry
+from gateway.ledger.retry import RetryPolicy
+
+#: Pinned genesis time (2024-01-01T00:00:00Z): part of the genesis hash, so it must not move.
+GENESIS_TIMESTAMP = 1_704_067_200
+_ZERO_ADDRESS = b"\x00" * 20
+
+
+class _DeterministicBackend(PyEVMBackend):  # type: ignore[misc]
+    """PyEVMBackend whose mined blocks depend only on their inputs (no random mix_hash)."""
+
+    def mine_blocks(self, num_blocks: int = 1, coinbase: bytes = _ZERO_ADDRESS) -> tuple[Any, ...]:
+        hashes = []
+        for _ in range(num_blocks):
+            parent = self.chain.get_canonical_head()
+            block = self.chain.mine_block(
+                coinbase=coinbase,
+                mix_hash=keccak(b"ztbridge-mix:" + parent.hash),
+                blob_gas_used=0,
+            )
+            hashes.append(block.hash)
+        return tuple(hashes)
+
+    def set_pending_timestamp(self, timestamp: int) -> None:
+        """The timestamp the next mined block (and the transaction in it) will see."""
+        self.chain.header = self.chain.header.copy(timestamp=timestamp)
+
+    def head_timestamp(self) -> int:
+        """Timestamp of the latest mined block."""
+        return int(self.chain.get_canonical_head().timestamp)
+
+
+class EmbeddedChain(Chain):
+    """An in-process chain, optionally persisted by a transaction journal."""
+
+    def __init__(
+        self,
+        journal_path: Path | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        params = PyEVMBackend.generate_genesis_params(overrides={"timestamp": GENESIS_TIMESTAMP})
+        self._backend = _DeterministicBackend(genesis_parameters=params)
+        self._tester = EthereumTester(backend=self._backend, auto_mine_transactions=True)
+        super().__init__(
+            Web3(EthereumTesterProvider(self._tester)),
+            retry=retry,
+            receipt_timeout=5.0,
+            poll_interval=0.0,
+            clock=clock,
+            sleep=sleep,
+        )
+        self._lock = threading.RLock()
+        self._journal = Journal(journal_path) if journal_path is not None else None
+        self.replayed = 0
+        if self._journal is not None:
+            for entry in self._journal.read():
+                self._apply(entry.timestamp, entry.raw_tx, expect=entry.block_hash)
+                self.replayed += 1
+
+    @property
+    def genesis_accounts(self) -> list[LocalAccount]:
+        """The deterministic, pre-funded genesis accounts (eth-tester's default keys)."""
+        return [Account.from_key(k.to_bytes()) for k in self._backend.account_keys]
+
+    def fund(self, address: str, wei: int, *, minimum: int | None = None) -> bool:
+        """Send ``wei`` from genesis account 0 unless ``address`` holds ``minimum`` (default wei/2).
+
+        Why journaled like everything else: a funding transfer is a block too; replaying it
+        keeps balances and block hashes identical after a restart (and makes this idempotent).
+        """
+        if self.balance(address) >= (wei // 2 if minimum is None else minimum):
+            return False
+        self.send_value(self.genesis_accounts[0], address, wei)
+        return True
+
+    def submit(self, raw: bytes) -> bytes:
+        """Mine ``raw`` in its own block at a pinned timestamp, then journal it (fsync'd)."""
+        with self._lock:
+            timestamp = max(int(self.clock()), self._backend.head_timestamp() + 1)
+            tx_hash, block_hash = self._apply(timestamp, raw, expect=None)
+            if self._journal is not None:
+                self._journal.append(JournalEntry(timestamp, block_hash, raw))
+            return tx_hash
+
+    def _apply(self, timestamp: int, raw: bytes, *, expect: bytes | None) -> tuple[bytes, bytes]:
+        self._backend.set_pending_timestamp(timestamp)
+        try:
+            tx_hash = self._tester.send_raw_transaction("0x" + raw.hex())
+        except TesterValidationError as e:
+            if expect is not None:
+                raise LedgerConfigError(f"journal replay refused a transaction: {e}") from e
+            raise LedgerError(f"transaction refused: {e}") from e
+        block_hash = bytes(self._backend.chain.get_canonical_head().hash)
+        if expect is not None and block_hash != expect:
+            raise LedgerConfigError(
+                f"journal replay diverged: block 0x{block_hash.hex()} != recorded 0x{expect.hex()}"
+            )
+        return bytes.fromhex(str(tx_hash).removeprefix("0x")), block_hash
+
+    def close(self) -> None:
+        """Close the journal."""
+        if self._journal is not None:
+            self._journal.close()

@@ -1,0 +1,320 @@
+"""The registry contract in the gateway's vocabulary: register, anchor, grant, ask.
+
+Why a wrapper rather than raw web3 calls in the services: callers speak in users, studies and
+grants, get typed results and one error family (a refusal is ``LedgerRevertError`` carrying the
+contract's custom error name), and never see ABI encoding, nonces or receipts.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from eth_utils.abi import event_abi_to_log_topic
+from web3 import Web3
+from web3.contract import Contract
+from web3.types import TxParams, TxReceipt
+
+from gateway.ledger.artifact import Artifact, registry_artifact
+from gateway.ledger.chain import GAS_HEADROOM, REVERTS, Chain, checksum
+from gateway.ledger.errors import LedgerConfigError, LedgerRevertError
+from gateway.ledger.revert import ErrorDecoder
+
+
+class Role(enum.Enum):
+    """The registry's roles; the value is the on-chain id keccak256("<NAME>_ROLE")."""
+
+    ADMIN = "ADMIN"
+    SENDER = "SENDER"
+    PATIENT = "PATIENT"
+    DOCTOR = "DOCTOR"
+    AUDITOR = "AUDITOR"
+
+    @property
+    def role_id(self) -> bytes:
+        """The bytes32 role id the contract uses."""
+        return bytes(Web3.keccak(text=f"{self.value}_ROLE"))
+
+    @classmethod
+    def from_id(cls, role_id: bytes) -> Role | None:
+        """The role for an on-chain id; None for ``0x00…`` (unregistered)."""
+        for role in cls:
+            if role.role_id == bytes(role_id):
+                return role
+        return None
+
+
+@dataclass(frozen=True)
+class AnchorReceipt:
+    """Proof a transaction was mined: its hash, block and gas."""
+
+    tx_hash: bytes
+    block_number: int
+    gas_used: int
+
+
+@dataclass(frozen=True)
+class Record:
+    """One anchored study batch, as ``getRecord`` returns it."""
+
+    patient: str
+    index: int
+    record_id: bytes
+    merkle_root: bytes
+    manifest_cid: str
+    sealed_capsule: bytes
+    sender: str
+    anchored_at: int
+
+
+@dataclass(frozen=True)
+class User:
+    """A registered account."""
+
+    account: str
+    role: Role | None
+    suspended: bool
+    hpke_public_key: bytes
+
+
+@dataclass(frozen=True)
+class LedgerEvent:
+    """One decoded contract event (the immutable audit trail)."""
+
+    name: str
+    args: dict[str, Any]
+    block_number: int
+    tx_hash: bytes
+    log_index: int
+
+
+def _plain(value: Any) -> Any:
+    """HexBytes → bytes so events compare and serialise simply."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    return value
+
+
+def _receipt(receipt: TxReceipt) -> AnchorReceipt:
+    return AnchorReceipt(
+        tx_hash=bytes(receipt["transactionHash"]),
+        block_number=int(receipt["blockNumber"]),
+        gas_used=int(receipt["gasUsed"]),
+    )
+
+
+class Ledger:
+    """A deployed registry on a ``Chain``."""
+
+    def __init__(self, chain: Chain, address: str, artifact: Artifact | None = None) -> None:
+        self.chain = chain
+        self.artifact = artifact or registry_artifact()
+        self.address = checksum(address)
+        self.contract: Contract = chain.w3.eth.contract(address=self.address, abi=self.artifact.abi)
+        self.decoder = ErrorDecoder(self.artifact.abi)
+        self._events_by_topic: dict[bytes, str] = {
+            bytes(event_abi_to_log_topic(e)): str(e["name"])  # type: ignore[arg-type]
+            for e in self.artifact.abi
+            if e.get("type") == "event"
+        }
+
+    @classmethod
+    def deploy(
+        cls,
+        chain: Chain,
+        deployer: LocalAccount,
+        admin_hpke_public_key: bytes,
+        *,
+        admin: str | None = None,
+        artifact: Artifact | None = None,
+    ) -> Ledger:
+        """Deploy the registry with ``admin`` (default: the deployer) as first ADMIN."""
+        artifact = artifact or registry_artifact()
+        factory = chain.w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+        constructor = factory.constructor(
+            checksum(admin or deployer.address), admin_hpke_public_key
+        )
+
+        def build(base: TxParams) -> TxParams:
+            return _with_headroom(chain, constructor.build_transaction(base))
+
+        receipt = chain.transact(deployer, build, decoder=ErrorDecoder(artifact.abi), what="deploy")
+        address = receipt.get("contractAddress")
+        if not address:
+            raise LedgerConfigError("deployment mined without a contract address")
+        return cls(chain, address, artifact)
+
+    # -- transactions -----------------------------------------------------------------------
+
+    def _send(self, account: LocalAccount, fn_name: str, *args: Any) -> AnchorReceipt:
+        function = self.contract.functions[fn_name](*args)
+
+        def build(base: TxParams) -> TxParams:
+            return _with_headroom(self.chain, function.build_transaction(base))
+
+        return _receipt(self.chain.transact(account, build, decoder=self.decoder, what=fn_name))
+
+    def register_user(
+        self, admin: LocalAccount, account: str, role: Role, hpke_public_key: bytes
+    ) -> AnchorReceipt:
+        """``addUser``: register ``account`` with ``role`` and its HPKE public key."""
+        return self._send(admin, "addUser", checksum(account), role.role_id, hpke_public_key)
+
+    def update_user_key(
+        self, admin: LocalAccount, account: str, hpke_public_key: bytes
+    ) -> AnchorReceipt:
+        """``updateUserKey``: replace a user's HPKE key (lost-password recovery)."""
+        return self._send(admin, "updateUserKey", checksum(account), hpke_public_key)
+
+    def suspend_user(self, admin: LocalAccount, account: str) -> AnchorReceipt:
+        """``suspendUser``."""
+        return self._send(admin, "suspendUser", checksum(account))
+
+    def reinstate_user(self, admin: LocalAccount, account: str) -> AnchorReceipt:
+        """``reinstateUser``."""
+        return self._send(admin, "reinstateUser", checksum(account))
+
+    def anchor_study(
+        self,
+        sender: LocalAccount,
+        patient: str,
+        record_id: bytes,
+        merkle_root: bytes,
+        manifest_cid: str,
+        sealed_capsule: bytes,
+    ) -> AnchorReceipt:
+        """``anchorRecord``: anchor one study batch for ``patient`` (never overwrites)."""
+        return self._send(
+            sender,
+            "anchorRecord",
+            checksum(patient),
+            _bytes32(record_id),
+            _bytes32(merkle_root),
+            manifest_cid,
+            sealed_capsule,
+        )
+
+    def grant(
+        self, patient: LocalAccount, record_id: bytes, doctor: str, sealed_capsule: bytes
+    ) -> AnchorReceipt:
+        """``grant``: the owning patient lets ``doctor`` in with a capsule sealed to it."""
+        return self._send(patient, "grant", _bytes32(record_id), checksum(doctor), sealed_capsule)
+
+    def revoke(self, patient: LocalAccount, record_id: bytes, doctor: str) -> AnchorReceipt:
+        """``revoke``: end ``doctor``'s grant (forward-only)."""
+        return self._send(patient, "revoke", _bytes32(record_id), checksum(doctor))
+
+    def anchor_audit(
+        self, sender: LocalAccount, root: bytes, from_seq: int, to_seq: int
+    ) -> AnchorReceipt:
+        """``anchorAudit``: anchor audit-log entries ``from_seq..to_seq``."""
+        return self._send(sender, "anchorAudit", _bytes32(root), from_seq, to_seq)
+
+    # -- views ------------------------------------------------------------------------------
+
+    def _view(self, fn_name: str, *args: Any) -> Any:
+        function = self.contract.functions[fn_name](*args)
+        try:
+            return self.chain.call_node(function.call, fn_name)
+        except REVERTS as e:
+            raise self.decoder.from_exception(e) from e
+
+    def has_access(self, record_id: bytes, account: str) -> bool:
+        """Whether ``account`` may read ``record_id`` (owner or granted doctor, both active)."""
+        return bool(self._view("hasAccess", _bytes32(record_id), checksum(account)))
+
+    def user(self, account: str) -> User:
+        """``getUser``; role None when unregistered."""
+        role, suspended, key = self._view("getUser", checksum(account))
+        return User(checksum(account), Role.from_id(bytes(role)), bool(suspended), bytes(key))
+
+    def record_count(self, patient: str) -> int:
+        """How many records ``patient`` owns."""
+        return int(self._view("recordCount", checksum(patient)))
+
+    def record(self, patient: str, index: int) -> Record:
+        """``getRecord(patient, index)``."""
+        rid, root, cid, capsule, sender, at = self._view("getRecord", checksum(patient), index)
+        return Record(
+            patient=checksum(patient),
+            index=index,
+            record_id=bytes(rid),
+            merkle_root=bytes(root),
+            manifest_cid=str(cid),
+            sealed_capsule=bytes(capsule),
+            sender=checksum(sender),
+            anchored_at=int(at),
+        )
+
+    def records_of(self, patient: str) -> list[Record]:
+        """Every record ``patient`` owns, oldest first."""
+        return [self.record(patient, i) for i in range(self.record_count(patient))]
+
+    def record_by_id(self, record_id: bytes) -> Record | None:
+        """The record with ``record_id``, or None if it was never anchored."""
+        try:
+            owner, index = self._view("recordById", _bytes32(record_id))
+        except LedgerRevertError as e:
+            if e.name == "UnknownRecord":
+                return None
+            raise
+        if int(str(owner), 16) == 0:
+            return None
+        return self.record(owner, int(index))
+
+    def grant_of(self, record_id: bytes, doctor: str) -> tuple[bool, int, bytes]:
+        """``getGrant``: (active, grantedAt, sealedCapsule)."""
+        active, at, capsule = self._view("getGrant", _bytes32(record_id), checksum(doctor))
+        return bool(active), int(at), bytes(capsule)
+
+    def last_audit_seq(self) -> int:
+        """The last audit sequence number anchored (0 before the first batch)."""
+        return int(self._view("lastAuditSeq"))
+
+    def block_height(self) -> int:
+        """The chain's latest block number."""
+        return self.chain.block_height()
+
+    def events_since(self, from_block: int, to_block: int | None = None) -> list[LedgerEvent]:
+        """Every event of the registry in blocks ``from_block..to_block`` (default latest)."""
+        end: int | str = "latest" if to_block is None else to_block
+        logs = self.chain.call_node(
+            lambda: self.chain.w3.eth.get_logs(
+                {"address": self.address, "fromBlock": from_block, "toBlock": end}  # type: ignore[typeddict-item]
+            ),
+            "eth_getLogs",
+        )
+        out: list[LedgerEvent] = []
+        for log in logs:
+            if not log["topics"]:
+                continue
+            name = self._events_by_topic.get(bytes(log["topics"][0]))
+            if name is None:
+                continue
+            decoded = self.contract.events[name]().process_log(log)
+            out.append(
+                LedgerEvent(
+                    name=name,
+                    args={k: _plain(v) for k, v in decoded["args"].items()},
+                    block_number=int(log["blockNumber"]),
+                    tx_hash=bytes(log["transactionHash"]),
+                    log_index=int(log["logIndex"]),
+                )
+            )
+        return out
+
+
+def _bytes32(value: bytes) -> bytes:
+    if len(value) != 32:
+        raise ValueError(f"expected 32 bytes, got {len(value)}")
+    return bytes(value)
+
+
+def _with_headroom(chain: Chain, tx: TxParams) -> TxParams:
+    """Pad the estimated gas (state can change before inclusion on a shared node)."""
+    gas = int(tx.get("gas", 0))
+    if gas:
+        return {**tx, "gas": int(gas * GAS_HEADROOM)}
+    return tx
