@@ -45,7 +45,11 @@ tests/js/node_modules/.package-lock.json: tests/js/package.json tests/js/package
 contracts/node_modules/.package-lock.json: contracts/package.json contracts/package-lock.json
 	npm ci --prefix contracts --no-audit --no-fund --loglevel=error
 
-npm-deps: tests/js/node_modules/.package-lock.json contracts/node_modules/.package-lock.json
+tests/ledger/anvil/node_modules/.package-lock.json: tests/ledger/anvil/package.json tests/ledger/anvil/package-lock.json
+	npm ci --prefix tests/ledger/anvil --no-audit --no-fund --loglevel=error
+
+npm-deps: tests/js/node_modules/.package-lock.json contracts/node_modules/.package-lock.json \
+	tests/ledger/anvil/node_modules/.package-lock.json
 
 # Rebuild the committed contract artifacts (contracts/build/*.json) from source.
 contracts: contracts/node_modules/.package-lock.json
@@ -70,4 +74,4 @@ bench: install-test system-deps
 	$(BIN)/python bench/ingest.py
 
 clean:
-	rm -rf $(VENV) tests/js/node_modules contracts/node_modules .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) tests/js/node_modules contracts/node_modules tests/ledger/anvil/node_modules .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,165 @@
+"""The same verbs through the rpc backend against anvil, a real JSON-RPC node.
+
+anvil comes pinned from npm (``npm ci --prefix tests/ledger/anvil``); its binary lives in the
+platform package ``@foundry-rs/anvil-<os>-<arch>/bin/anvil``. Without it the test is skipped on
+a workstation and fails in CI (CI=true), like the contract artifact rebuild.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from gateway.ledger import Ledger, LedgerRevertError, Role, RpcChain, open_chain
+from gateway.ledger.retry import RetryPolicy
+
+ANVIL_DIR = Path(__file__).resolve().parent / "anvil"
+_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+_OS = {"Linux": "linux", "Darwin": "darwin"}
+ANVIL_BIN = (
+    ANVIL_DIR
+    / "node_modules"
+    / "@foundry-rs"
+    / f"anvil-{_OS.get(platform.system(), 'unknown')}-{_ARCH.get(platform.machine(), 'unknown')}"
+    / "bin"
+    / "anvil"
+)
+#: anvil's first well-known dev account (mnemonic "test test … junk"), pre-funded by anvil.
+ANVIL_FUNDER = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+CID = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+
+if not ANVIL_BIN.exists():
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(
+            f"anvil missing at {ANVIL_BIN}: run `npm ci --prefix tests/ledger/anvil`",
+            pytrace=False,
+        )
+    pytest.skip(
+        f"anvil not installed ({ANVIL_BIN}); run `npm ci --prefix tests/ledger/anvil`",
+        allow_module_level=True,
+    )
+
+
+def h(label: str) -> bytes:
+    return hashlib.sha256(label.encode()).digest()
+
+
+def account(label: str) -> LocalAccount:
+    acct: LocalAccount = Account.from_key(hashlib.sha256(b"key:" + label.encode()).digest())
+    return acct
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Anvil:
+    """An anvil process on a free loopback port, its state in ``state``."""
+
+    def __init__(self, state: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [
+                str(ANVIL_BIN),
+                *("--host", "127.0.0.1", "--port", str(self.port)),
+                *("--state", str(state), "--silent"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"anvil exited: {self.proc.stderr.read()!r}")  # type: ignore[union-attr]
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("anvil did not start within 20 s")
+
+    def stop(self) -> None:
+        """SIGINT, so anvil dumps its state on the way out."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Path:
+    return tmp_path / "anvil-state.json"
+
+
+@pytest.fixture
+def anvil(state: Path) -> Iterator[Anvil]:
+    node = Anvil(state)
+    yield node
+    node.stop()
+
+
+def test_verbs_over_rpc_and_state_survives_restart(anvil: Anvil, state: Path) -> None:
+    chain = open_chain("rpc", url=anvil.url, poll_interval=0.05, retry=RetryPolicy(attempts=3))
+    assert isinstance(chain, RpcChain)
+    admin, sender, patient, doctor = (account(n) for n in ("admin", "sender", "patient", "doc"))
+    funder: LocalAccount = Account.from_key(ANVIL_FUNDER)
+    for who in (admin, sender, patient, doctor):
+        chain.send_value(funder, who.address, 10**18)
+
+    ledger = Ledger.deploy(chain, admin, h("admin-hpke"))
+    start = ledger.block_height()
+    ledger.register_user(admin, sender.address, Role.SENDER, h("sender-hpke"))
+    ledger.register_user(admin, patient.address, Role.PATIENT, h("patient-hpke"))
+    ledger.register_user(admin, doctor.address, Role.DOCTOR, h("doctor-hpke"))
+    receipt = ledger.anchor_study(sender, patient.address, h("r1"), h("root"), CID, b"cap" * 40)
+    assert receipt.gas_used > 0
+    assert not ledger.has_access(h("r1"), doctor.address)
+    ledger.grant(patient, h("r1"), doctor.address, b"doc-cap" * 20)
+    assert ledger.has_access(h("r1"), doctor.address)
+
+    with pytest.raises(LedgerRevertError) as caught:
+        ledger.anchor_study(sender, patient.address, h("r1"), h("x"), CID, b"c")
+    assert caught.value.name == "RecordExists" and caught.value.error_args == (h("r1"),)
+    with pytest.raises(LedgerRevertError) as caught:
+        ledger.grant(doctor, h("r1"), doctor.address, b"c")
+    assert caught.value.name == "NotRecordOwner"
+
+    names = [e.name for e in ledger.events_since(start)]
+    assert {"UserAdded", "RecordAnchored", "AccessGranted"} <= set(names)
+    records = ledger.records_of(patient.address)
+    height = ledger.block_height()
+    head = bytes(chain.w3.eth.get_block(height)["hash"])
+
+    anvil.stop()
+    assert state.exists()
+    again = Anvil(state)
+    try:
+        reopened = open_chain("rpc", url=again.url, poll_interval=0.05)
+        ledger2 = Ledger(reopened, ledger.address)
+        assert ledger2.records_of(patient.address) == records
+        assert ledger2.has_access(h("r1"), doctor.address)
+        assert reopened.block_height() == height
+        assert bytes(reopened.w3.eth.get_block(height)["hash"]) == head
+    finally:
+        again.stop()
