@@ -12,8 +12,6 @@ FAILS in CI (``CI`` set), so the check cannot quietly vanish. The static checks 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -21,31 +19,17 @@ from typing import Any
 import pytest
 
 from tests.contracts.harness import ARTIFACT, CONTRACTS_DIR, load_artifact
+from tests.support.node import require_node_package
 
 BUILD_SCRIPT = CONTRACTS_DIR / "build.mjs"
 NODE_MODULES = CONTRACTS_DIR / "node_modules"
 EVM_VERSION = "cancun"
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 @pytest.fixture(scope="module")
 def node() -> str:
-    """Path to node once contracts/node_modules is installed; else skip (or fail in CI)."""
-    exe = shutil.which("node")
-    problem = None
-    if exe is None:
-        problem = "node is not installed"
-    elif not (NODE_MODULES / "solc").is_dir():
-        problem = "contracts/node_modules is missing: run `npm ci --prefix contracts`"
-    if problem is not None:
-        if _in_ci():
-            pytest.fail(f"{problem} (CI is set, so the artifact check may not be skipped)")
-        pytest.skip(problem)
-    assert exe is not None
-    return exe
+    """Path to node once the npm packages are installed; else skip (or fail in CI)."""
+    return require_node_package(NODE_MODULES, "solc", "npm ci --prefix contracts")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pytest
 
 from gateway.store import PackBlockStore
 from gateway.store.unixfs import CHUNK_SIZE, MAX_LINKS, build_dag, cid_to_str
+from tests.support.node import require_node_package
 
 pytestmark = pytest.mark.integration
 
@@ -29,25 +29,12 @@ JS_DIR = Path(__file__).resolve().parents[1] / "js"
 MiB = 1 << 20
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 @pytest.fixture(scope="module")
 def node() -> str:
-    """Path to node, once tests/js dependencies are installed; else skip (or fail in CI)."""
-    exe = shutil.which("node")
-    problem = None
-    if exe is None:
-        problem = "node is not installed"
-    elif not (JS_DIR / "node_modules" / "ipfs-unixfs-importer").is_dir():
-        problem = f"{JS_DIR / 'node_modules'} is missing; run: npm ci --prefix tests/js"
-    if problem is not None:
-        if _in_ci():
-            pytest.fail(f"CI: JS reference unavailable: {problem}")
-        pytest.skip(f"JS reference unavailable: {problem}")
-    assert exe is not None
-    return exe
+    """Path to node once the npm packages are installed; else skip (or fail in CI)."""
+    return require_node_package(
+        JS_DIR / "node_modules", "ipfs-unixfs-importer", "npm ci --prefix tests/js"
+    )
 
 
 def _run_js(node: str, script: str, args: list[str], env: dict[str, str] | None = None) -> str:
