@@ -4,8 +4,8 @@ The gateway deploys and calls the registry from ``contracts/build/ZtbridgeRegist
 without compiling anything, so a source edit that was not rebuilt (or a hand-edited ABI)
 would ship bytecode nobody reviewed. These tests rebuild with the pinned solc-js into a
 temporary directory and compare. They need node and ``contracts/node_modules``
-(``npm ci --prefix contracts``): without them the rebuild is skipped on a workstation but
-FAILS in CI (``CI`` set), so the check cannot quietly vanish. The static checks below it
+(``npm ci --prefix contracts``): without them the rebuild fails naming the command to
+run, so the check cannot quietly vanish. The static checks below it
 (pins, settings) need neither and always run.
 """
 
@@ -28,7 +28,7 @@ EVM_VERSION = "cancun"
 
 @pytest.fixture(scope="module")
 def node() -> str:
-    """Path to node once the npm packages are installed; else skip (or fail in CI)."""
+    """Path to node once the npm packages are installed; else fail naming the npm command."""
     return require_node_package(NODE_MODULES, "solc", "npm ci --prefix contracts")
 
 

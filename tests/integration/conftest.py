@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,14 +9,12 @@ from pathlib import Path
 import pytest
 
 from tests.support.gateway_proc import GatewayProcess, make_gateway, running
+from tests.support.node import missing_peer
 
 
 def _require(tool: str) -> None:
     if shutil.which(tool) is None:
-        message = f"{tool} not installed: run 'make test' (installs Debian's dcmtk)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_peer(f"{tool} not installed: install Debian's dcmtk")
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ differs from Kubo's in one byte would silently split every object from its IPFS 
 and only a separate implementation can catch a mistake we would repeat in our own checks.
 
 Needs node and ``tests/js/node_modules`` (``npm ci --prefix tests/js``). Without them the test
-is skipped on a workstation but fails in CI (``CI`` set), so the check cannot quietly vanish.
+fails naming the command to run, so the check cannot quietly vanish.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ MiB = 1 << 20
 
 @pytest.fixture(scope="module")
 def node() -> str:
-    """Path to node once the npm packages are installed; else skip (or fail in CI)."""
+    """Path to node once the npm packages are installed; else fail naming the npm command."""
     return require_node_package(
         JS_DIR / "node_modules", "ipfs-unixfs-importer", "npm ci --prefix tests/js"
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ pytestmark = pytest.mark.integration
 
 _SENDING = re.compile(r"I: Sending file: (\S+)")
 _RESPONSE = re.compile(r"I: Received Store Response \((\w+)")
+KILL_AFTER = 40
 
 
 def acknowledged(storescu_output: str) -> list[Path]:
@@ -54,16 +54,21 @@ def test_kill9_mid_push_loses_nothing_acknowledged(tmp_path: Path, dcmtk: None) 
         stderr=subprocess.STDOUT,
         text=True,
     )
-    index = gw.home / "index.sqlite3"
-    deadline = time.monotonic() + 60
-    # Kill once some instances have landed, so the crash falls in the middle of the push.
-    while time.monotonic() < deadline and index.stat().st_size < 200_000:
-        time.sleep(0.05)
-    time.sleep(0.3)
-    gw.kill9()
-    output, _ = push.communicate(timeout=120)
-    acked = acknowledged(output)
-    assert 0 < len(acked) < 200, f"crash did not fall mid-push ({len(acked)} acknowledged)"
+    # Read storescu's log as it happens and kill the gateway right after the 40th success
+    # response: the crash falls mid-push whatever the machine's speed.
+    assert push.stdout is not None
+    lines: list[str] = []
+    successes = 0
+    for line in push.stdout:
+        lines.append(line)
+        if (m := _RESPONSE.search(line)) and m.group(1) == "Success":
+            successes += 1
+            if successes == KILL_AFTER:
+                gw.kill9()
+                break
+    rest, _ = push.communicate(timeout=120)
+    acked = acknowledged("".join(lines) + rest)
+    assert KILL_AFTER <= len(acked) < 200, f"crash did not fall mid-push ({len(acked)} acked)"
 
     gw.start()  # recovery on restart
     try:
