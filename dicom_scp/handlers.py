@@ -16,6 +16,7 @@ from typing import Any
 from pynetdicom import evt
 from pynetdicom.events import InterventionEvent, NotificationEvent
 
+from dicom_scp import reactor
 from gateway.admission import AssociationFacts, RejectReason, decide
 from gateway.audit import AuditEvent
 from gateway.errors import ZtbridgeError
@@ -62,7 +63,9 @@ class Handlers:
         ]
 
     def on_connection(self, event: Any) -> None:
-        """Disable Nagle: each C-STORE response is tiny and the peer waits for it."""
+        """Before the association's threads start: event-driven loops, and no Nagle (each
+        C-STORE response is tiny and the peer waits for it)."""
+        reactor.accelerate(event.assoc)
         sock = event.assoc.dul.socket.socket if event.assoc.dul.socket else None
         if sock is not None:
             try:
