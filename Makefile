@@ -32,12 +32,18 @@ $(VENV)/.test: pyproject.toml constraints.txt | $(BIN)/python
 install: $(VENV)/.runtime
 install-test: $(VENV)/.test
 
-# Debian packages: DCMTK is the modality in the tests. apt-get update runs once.
+# Debian packages: DCMTK is the modality, PostgreSQL the external index in the tests.
+# apt-get update runs once, and only when something is missing.
 system-deps:
-	@command -v storescu >/dev/null && command -v echoscu >/dev/null || { \
-	  echo "installing DCMTK (Debian package dcmtk)"; \
+	@missing=""; \
+	command -v storescu >/dev/null && command -v echoscu >/dev/null || missing="$$missing dcmtk"; \
+	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v runuser >/dev/null || missing="$$missing util-linux"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends dcmtk; }
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 tests/js/node_modules/.package-lock.json: tests/js/package.json tests/js/package-lock.json
 	npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
