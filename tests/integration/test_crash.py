@@ -36,7 +36,7 @@ def acknowledged(storescu_output: str) -> list[Path]:
 def test_kill9_mid_push_loses_nothing_acknowledged(tmp_path: Path, dcmtk: None) -> None:
     series = make_ct_series(tmp_path / "ct", 200)
     gw: GatewayProcess = make_gateway(tmp_path)
-    gw.cli("device", "add", "--ae", "STORESCU", "--ip", "127.0.0.1")
+    gw.cli("device", "add", "--ae", "STORESCU", "--ip", "127.0.0.1", "--posture-policy", "none")
     gw.start()
     push = subprocess.Popen(
         [
