@@ -32,12 +32,15 @@ $(VENV)/.test: pyproject.toml constraints.txt | $(BIN)/python
 install: $(VENV)/.runtime
 install-test: $(VENV)/.test
 
-# Debian packages: DCMTK is the modality in the tests. apt-get update runs once.
+# Debian packages: DCMTK is the modality in the tests; OpenSSL makes throwaway TLS
+# certificates and cross-checks Ed25519 signatures. apt-get update runs once.
 system-deps:
-	@command -v storescu >/dev/null && command -v echoscu >/dev/null || { \
-	  echo "installing DCMTK (Debian package dcmtk)"; \
+	@command -v storescu >/dev/null && command -v echoscu >/dev/null \
+	  && command -v openssl >/dev/null || { \
+	  echo "installing DCMTK and OpenSSL (Debian packages dcmtk, openssl)"; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends dcmtk; }
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    dcmtk openssl; }
 
 tests/js/node_modules/.package-lock.json: tests/js/package.json tests/js/package-lock.json
 	npm ci --prefix tests/js --no-audit --no-fund --loglevel=error

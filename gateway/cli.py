@@ -140,6 +140,11 @@ def status() -> None:
         for k, v in [
             ("home", str(s.home.resolve())),
             ("DICOM", f"{s.dicom.ae_title} on {s.dicom.host}:{s.dicom.port}"),
+            ("portal", _portal_line(s)),
+            (
+                "posture policies",
+                f"{', '.join(gw.posture.policies.names())} from {gw.posture.policies.source}",
+            ),
             ("index", s.index_url.split("@")[-1]),
             ("store", f"{s.store.backend} at {s.home / 'store'}"),
             ("custodian key", f"{gw.custodian.kem}, {gw.keys_dir / 'custodian.json'}"),
@@ -150,6 +155,15 @@ def status() -> None:
         ]:
             table.add_row(f"[bold]{k}[/]", v)
         out.print(table)
+
+
+def _portal_line(s: Settings) -> str:
+    p = s.portal
+    if p.tls_cert_file is not None:
+        return f"https://{p.host}:{p.port}"
+    if p.allow_plain_http:
+        return f"http://{p.host}:{p.port} (plain HTTP: development only)"
+    return "off (no portal.tls_cert_file): posture reports cannot be received"
 
 
 @device_app.command("add")

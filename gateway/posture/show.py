@@ -117,8 +117,10 @@ def describe(posture: PostureService, device: Device, now: datetime) -> list[str
             now=now,
         )
     )
-    lines.append(
-        "admission now: "
-        + ("posture passes" if refusal is None else f"REFUSED (posture): {refusal.reason}")
-    )
+    if refusal is not None:
+        lines.append(f"admission now: REFUSED (posture): {refusal.reason}")
+    elif enrollment is not None and enrollment.policy == NO_POLICY:
+        lines.append("admission now: posture not required")
+    else:
+        lines.append("admission now: posture passes")
     return lines
