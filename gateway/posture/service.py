@@ -40,6 +40,7 @@ from gateway.index.database import Database
 from gateway.index.models import device_posture, posture_reports
 from gateway.posture.policy import NO_POLICY, Decision, PolicySet, evaluate
 from gateway.posture.report import (
+    Envelope,
     Report,
     canonical_json,
     parse_envelope,
@@ -428,34 +429,12 @@ class PostureService:
                 + (" (its posture policy is 'none')" if enrolled is not None else "")
                 + ": 'ztbridge device posture' gives it a policy and a key",
             )
-        try:
-            envelope = parse_envelope(body)
-            message_ok = signature_valid(
-                envelope.report, envelope.signature, base64.b64decode(enrolled.public_key)
-            )
-        except InvalidInputError as e:
-            self._refuse(device, actor, device.ae_title, Problem.MALFORMED, str(e))
-        if not message_ok:
-            self._refuse(
-                device,
-                actor,
-                device.ae_title,
-                Problem.BAD_SIGNATURE,
-                f"the signature does not verify with device {device.ae_title!r}'s registered"
-                " posture key",
-            )
-        try:
-            report = parse_report(envelope.report)
-        except InvalidInputError as e:
-            self._refuse(device, actor, device.ae_title, Problem.MALFORMED, str(e))
-        if report.device != device.ae_title:
-            self._refuse(
-                device,
-                actor,
-                device.ae_title,
-                Problem.WRONG_DEVICE,
-                f"the report is for device {report.device!r}, posted to {device.ae_title!r}",
-            )
+
+        def refuse(problem: Problem, reason: str) -> NoReturn:
+            assert device is not None
+            self._refuse(device, actor, device.ae_title, problem, reason)
+
+        envelope, report = self._verified(device, body, enrolled.public_key, refuse)
         policy = self.policies.get(enrolled.policy)
         if policy is None:
             reason = (
@@ -464,22 +443,15 @@ class PostureService:
             )
             self._record_refusal(device, actor, device.ae_title, "gateway-misconfigured", reason)
             raise ConfigError(reason)
-        issued = report.issued
-        age = now - issued
+        age = now - report.issued
         if age > policy.max_report_age:
-            self._refuse(
-                device,
-                actor,
-                device.ae_title,
+            refuse(
                 Problem.STALE,
                 f"the report was issued {int(age.total_seconds())} s ago; policy"
                 f" {enrolled.policy!r} accepts at most {policy.max_report_age_seconds} s",
             )
         if -age > timedelta(seconds=self._settings.max_future_seconds):
-            self._refuse(
-                device,
-                actor,
-                device.ae_title,
+            refuse(
                 Problem.FUTURE,
                 f"the report is dated {int(-age.total_seconds())} s ahead of the gateway's"
                 f" clock (at most {self._settings.max_future_seconds} s accepted): fix the"
@@ -489,10 +461,7 @@ class PostureService:
         try:
             self._store(device, actor, enrolled.policy, report, envelope, decision, now)
         except _ReplayedError:
-            self._refuse(
-                device,
-                actor,
-                device.ae_title,
+            refuse(
                 Problem.REPLAYED,
                 f"a report with nonce {report.nonce} was already received from"
                 f" {device.ae_title!r}: replayed",
@@ -509,7 +478,38 @@ class PostureService:
             self._publish(
                 PostureFailure(device.id, device.ae_title, enrolled.policy, decision.reasons)
             )
-        return Accepted(device.ae_title, enrolled.policy, decision, issued, now)
+        return Accepted(device.ae_title, enrolled.policy, decision, report.issued, now)
+
+    @staticmethod
+    def _verified(
+        device: Device, body: bytes, public_b64: str, refuse: Callable[[Problem, str], NoReturn]
+    ) -> tuple[Envelope, Report]:
+        """The posted report, once its signature verifies with the device's key and its
+        fields are well formed and name this device (signature first: unauthenticated
+        junk is answered 'bad signature', not with a parser's opinion of it)."""
+        try:
+            envelope = parse_envelope(body)
+            verified = signature_valid(
+                envelope.report, envelope.signature, base64.b64decode(public_b64)
+            )
+        except InvalidInputError as e:
+            refuse(Problem.MALFORMED, str(e))
+        if not verified:
+            refuse(
+                Problem.BAD_SIGNATURE,
+                f"the signature does not verify with device {device.ae_title!r}'s registered"
+                " posture key",
+            )
+        try:
+            report = parse_report(envelope.report)
+        except InvalidInputError as e:
+            refuse(Problem.MALFORMED, str(e))
+        if report.device != device.ae_title:
+            refuse(
+                Problem.WRONG_DEVICE,
+                f"the report is for device {report.device!r}, posted to {device.ae_title!r}",
+            )
+        return envelope, report
 
     def _too_large(self) -> str:
         return f"the report is larger than {self._settings.max_report_kb} KiB"
@@ -525,7 +525,7 @@ class PostureService:
         actor: str,
         policy: str,
         report: Report,
-        envelope: Any,
+        envelope: Envelope,
         decision: Decision,
         now: datetime,
     ) -> None:
