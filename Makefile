@@ -32,13 +32,15 @@ $(VENV)/.test: pyproject.toml constraints.txt | $(BIN)/python
 install: $(VENV)/.runtime
 install-test: $(VENV)/.test
 
-# Debian packages: DCMTK is the modality, PostgreSQL the external index in the tests.
+# Debian packages: DCMTK is the modality, PostgreSQL the external index in the tests, OpenSSL
+# makes throwaway TLS certificates and cross-checks Ed25519 signatures.
 # apt-get update runs once, and only when something is missing.
 system-deps:
 	@missing=""; \
 	command -v storescu >/dev/null && command -v echoscu >/dev/null || missing="$$missing dcmtk"; \
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v runuser >/dev/null || missing="$$missing util-linux"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && \

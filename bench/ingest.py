@@ -429,6 +429,7 @@ class ZtbridgeReceiver(Receiver):
     def _start(self) -> None:
         exe = self._exe()
         add = [exe, "device", "add", "--ae", CALLING_AE, "--ip", "127.0.0.1/32", "--name", "bench"]
+        add += ["--posture-policy", "none"]  # storescu runs no posture agent
         try:
             done = subprocess.run(
                 add, env=self._env(), capture_output=True, text=True, timeout=300, cwd=self.run_dir

@@ -21,6 +21,7 @@ from gateway.admission import AssociationFacts, RejectReason, decide
 from gateway.audit import AuditEvent
 from gateway.errors import ZtbridgeError
 from gateway.ingest import Incoming, Origin
+from gateway.posture.service import PostureFailure
 from gateway.service import Gateway
 
 log = logging.getLogger("ztbridge.dicom")
@@ -30,11 +31,13 @@ EventBinding = (
     | tuple[NotificationEvent | InterventionEvent, Callable[..., Any], list[Any]]
 )
 
-# (result, source, diagnostic) per PS3.8 9.3.4: permanent, service-user.
+# (result, source, diagnostic) per PS3.8 9.3.4: permanent (0x01) or transient (0x02),
+# service-user.
 _REJECTIONS = {
     RejectReason.CALLING_AE_NOT_RECOGNIZED: (0x01, 0x01, 0x03),
     RejectReason.CALLED_AE_NOT_RECOGNIZED: (0x01, 0x01, 0x07),
     RejectReason.NO_REASON_GIVEN: (0x01, 0x01, 0x01),
+    RejectReason.TRANSIENT_NO_REASON_GIVEN: (0x02, 0x01, 0x01),
 }
 STATUS_PROCESSING_FAILURE = 0x0110
 
@@ -114,6 +117,8 @@ class Handlers:
             peer_ip=str(assoc.requestor.address),
             our_ae=self.gw.settings.dicom.ae_title,
             device=device,
+            posture=self.gw.posture.status(device.id) if device is not None else None,
+            now=self.gw.clock.now(),
         )
         refusal = decide(facts)
         actor = f"{calling}@{facts.peer_ip}"
@@ -140,6 +145,38 @@ class Handlers:
             self._origins[assoc] = Origin(
                 kind="c-store", actor=actor, calling_ae=calling, device_id=device.id
             )
+
+    def abort_device(self, failure: PostureFailure) -> None:
+        """A device's posture just failed: abort its open associations if settings say so.
+
+        Runs on the thread that received the report. Whatever the aborted modality had
+        sent and was acknowledged is durable; it resends the rest once admitted again.
+        """
+        if not self.gw.settings.posture.abort_on_failure:
+            return
+        with self._lock:
+            victims = [a for a, o in self._origins.items() if o.device_id == failure.device_id]
+        for assoc in victims:
+            if not assoc.is_established:
+                continue
+            reason = "; ".join(failure.reasons)
+            log.warning(
+                "association from %s aborted (posture): device %r fails policy %r: %s",
+                _peer(assoc),
+                failure.ae_title,
+                failure.policy,
+                reason,
+            )
+            self._audit(
+                AuditEvent(
+                    "association.aborted",
+                    _peer(assoc),
+                    self.gw.settings.dicom.ae_title,
+                    "refused",
+                    {"check": "posture", "reason": reason},
+                )
+            )
+            assoc.abort()
 
     def on_accepted(self, event: Any) -> None:
         """Audit that an admitted association was established."""

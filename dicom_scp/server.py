@@ -22,6 +22,7 @@ class DicomServer:
         s = gateway.settings.dicom
         self.gateway = gateway
         self.handlers = Handlers(gateway)
+        gateway.posture.on_failure(self.handlers.abort_device)
         ae = AE(ae_title=s.ae_title)
         ae.supported_contexts = [*storage_contexts(), verification_context()]
         ae.maximum_pdu_size = s.max_pdu_length

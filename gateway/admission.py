@@ -2,17 +2,20 @@
 
 Every check returns None (passes) or a Refusal naming itself and why. The DICOM edge gathers
 the facts, calls ``decide`` and maps a refusal to the closest A-ASSOCIATE-RJ reason; later
-checks (TLS client certificate, user identity, device posture) join ``CHECKS``.
+checks (TLS client certificate, user identity) join ``CHECKS``; ``check_posture`` judges the
+device's latest posture report.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from ipaddress import ip_address
 
 from gateway.devices import Device
+from gateway.posture.status import PostureStatus
 
 
 class RejectReason(StrEnum):
@@ -21,6 +24,9 @@ class RejectReason(StrEnum):
     CALLING_AE_NOT_RECOGNIZED = "calling-ae-not-recognized"
     CALLED_AE_NOT_RECOGNIZED = "called-ae-not-recognized"
     NO_REASON_GIVEN = "no-reason-given"
+    # Rejected-transient, service user, no reason given: "try again later". A missing or
+    # stale posture report is expected to be cured by the agent's next report.
+    TRANSIENT_NO_REASON_GIVEN = "transient-no-reason-given"
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,10 @@ class AssociationFacts:
     peer_ip: str
     our_ae: str
     device: Device | None
+    # The device's posture snapshot (None: never enrolled, which fails closed) and the time
+    # of the request, against which report freshness is judged.
+    posture: PostureStatus | None = None
+    now: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -98,7 +108,72 @@ def check_source_address(f: AssociationFacts) -> Refusal | None:
     return None
 
 
-CHECKS: tuple[Check, ...] = (check_called_ae, check_registered_device, check_source_address)
+def _refused_note(p: PostureStatus) -> str:
+    """Why no fresh report exists, when the device's latest attempt was refused."""
+    if p.last_refused is None or p.last_refused_at is None:
+        return ""
+    if p.issued_at is not None and p.last_refused_at <= p.issued_at:
+        return ""
+    return f"; its latest report was refused ({p.last_refused})"
+
+
+def check_posture(f: AssociationFacts) -> Refusal | None:
+    """The device's latest posture report must be verified, fresh and passing its policy.
+
+    A missing or stale report is refused as transient (the agent's next report cures it);
+    a failing verdict or a policy the gateway does not know is permanent until a person acts.
+    """
+    if f.device is None:
+        return None
+    ae = f.device.ae_title
+    p = f.posture
+    if p is None:
+        return Refusal(
+            "posture",
+            f"device {ae!r} has no posture enrollment: give it a policy and key with"
+            " 'ztbridge device posture' (or --posture-policy none)",
+            RejectReason.NO_REASON_GIVEN,
+        )
+    if not p.required:
+        return None
+    if p.max_report_age is None:
+        return Refusal(
+            "posture",
+            f"device {ae!r} is enrolled under posture policy {p.policy!r}, which is not defined",
+            RejectReason.NO_REASON_GIVEN,
+        )
+    if p.issued_at is None:
+        return Refusal(
+            "posture",
+            f"device {ae!r} has sent no valid posture report yet{_refused_note(p)}",
+            RejectReason.TRANSIENT_NO_REASON_GIVEN,
+        )
+    if f.now is None:
+        return Refusal("posture", "no time to judge freshness by", RejectReason.NO_REASON_GIVEN)
+    age = f.now - p.issued_at
+    if age > p.max_report_age:
+        return Refusal(
+            "posture",
+            f"device {ae!r} posture report is stale: issued {int(age.total_seconds())} s ago,"
+            f" policy {p.policy!r} allows {int(p.max_report_age.total_seconds())} s"
+            + _refused_note(p),
+            RejectReason.TRANSIENT_NO_REASON_GIVEN,
+        )
+    if not p.passed:
+        return Refusal(
+            "posture",
+            f"device {ae!r} fails posture policy {p.policy!r}: " + "; ".join(p.reasons),
+            RejectReason.NO_REASON_GIVEN,
+        )
+    return None
+
+
+CHECKS: tuple[Check, ...] = (
+    check_called_ae,
+    check_registered_device,
+    check_source_address,
+    check_posture,
+)
 
 
 def decide(facts: AssociationFacts, checks: tuple[Check, ...] = CHECKS) -> Refusal | None:

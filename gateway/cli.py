@@ -25,6 +25,7 @@ from gateway.export import export_car, export_study
 from gateway.importer import discover, import_paths
 from gateway.index.models import audit_events, devices, instances, studies
 from gateway.ingest import Outcome, Receipt
+from gateway.posture.policy import NO_POLICY
 from gateway.service import Gateway, StoreAccess, open_gateway
 from gateway.settings import Settings, load_settings
 
@@ -139,6 +140,11 @@ def status() -> None:
         for k, v in [
             ("home", str(s.home.resolve())),
             ("DICOM", f"{s.dicom.ae_title} on {s.dicom.host}:{s.dicom.port}"),
+            ("portal", _portal_line(s)),
+            (
+                "posture policies",
+                f"{', '.join(gw.posture.policies.names())} from {gw.posture.policies.source}",
+            ),
             ("index", s.index_url.split("@")[-1]),
             ("store", f"{s.store.backend} at {s.home / 'store'}"),
             ("custodian key", f"{gw.custodian.kem}, {gw.keys_dir / 'custodian.json'}"),
@@ -151,6 +157,15 @@ def status() -> None:
         out.print(table)
 
 
+def _portal_line(s: Settings) -> str:
+    p = s.portal
+    if p.tls_cert_file is not None:
+        return f"https://{p.host}:{p.port}"
+    if p.allow_plain_http:
+        return f"http://{p.host}:{p.port} (plain HTTP: development only)"
+    return "off (no portal.tls_cert_file): posture reports cannot be received"
+
+
 @device_app.command("add")
 def device_add(
     ae: Annotated[str, typer.Option("--ae", help="the device's calling AE title")],
@@ -160,10 +175,26 @@ def device_add(
     name: Annotated[
         str, typer.Option("--name", help="a description, e.g. 'CT scanner room 2'")
     ] = "",
+    posture_policy: Annotated[
+        str | None,
+        typer.Option(
+            "--posture-policy",
+            help="posture policy the device is judged by (default: posture.default_policy);"
+            " 'none' for a device that cannot run the agent",
+        ),
+    ] = None,
+    posture_key_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--posture-key-out",
+            help="write the device's new posture signing key here (0600, never overwritten)",
+        ),
+    ] = None,
 ) -> None:
-    """Register a device allowed to send (AE title + source addresses)."""
+    """Register a device allowed to send (AE title + source addresses + posture policy)."""
     with gateway(create=True) as gw:
-        d = gw.devices.add(ae, ip, name, actor())
+        policy = posture_policy or gw.settings.posture.default_policy
+        d, fp = gw.posture.add_device(ae, ip, name, actor(), policy, posture_key_out)
         out.print(
             f"device {d.id} registered in {gw.settings.home}: AE {d.ae_title!r} from "
             + ", ".join(str(n) for n in d.networks)
@@ -173,22 +204,86 @@ def device_add(
             f"Configure the modality to send to AE title {s.ae_title!r}, port {s.port}"
             f" of this host, calling AE title {d.ae_title!r}."
         )
+        print_enrollment(gw, d.ae_title, policy, posture_key_out, fp)
+
+
+def print_enrollment(
+    gw: Gateway, ae: str, policy: str, key_out: Path | None, fp: str | None
+) -> None:
+    """Tell the admin what the device's posture needs next."""
+    if policy == NO_POLICY:
+        out.print(
+            "Posture: not required (policy 'none'): admitted on AE title and address alone.",
+            highlight=False,
+        )
+        return
+    out.print(
+        f"Posture: policy {policy!r}; associations are refused until a fresh, passing"
+        " report arrives.",
+        highlight=False,
+    )
+    if key_out is not None:
+        out.print(
+            f"Posture key {fp} written to {key_out}. Copy it to the device's host (mode 0600)"
+            " and run there:\n    ztbridge agent --gateway https://<this host>:"
+            f"{gw.settings.portal.port} --device {ae} --key <key file> --ca <CA file>",
+            highlight=False,
+            markup=False,
+        )
 
 
 @device_app.command("list")
 def device_list() -> None:
     """List registered devices."""
     with gateway() as gw:
-        table = Table("id", "AE title", "allowed from", "name", "active")
+        policies = gw.posture.policies_by_device()
+        table = Table("id", "AE title", "allowed from", "name", "active", "posture")
         for d in gw.devices.list():
+            policy = policies.get(d.id)
             table.add_row(
                 str(d.id),
                 d.ae_title,
                 ", ".join(str(n) for n in d.networks),
                 d.name,
                 "yes" if d.active else "no",
+                "none (not required)" if policy == NO_POLICY else (policy or "not enrolled"),
             )
         out.print(table)
+
+
+@device_app.command("show")
+def device_show(ref: Annotated[str, typer.Argument(help="device id or AE title")]) -> None:
+    """Show a device, its posture policy, its last posture report and the verdict."""
+    from gateway.posture.show import describe
+
+    with gateway() as gw:
+        for line in describe(gw.posture, gw.devices.find(ref), gw.clock.now()):
+            out.print(line, highlight=False, markup=False)
+
+
+@device_app.command("posture")
+def device_posture_cmd(
+    ref: Annotated[str, typer.Argument(help="device id or AE title")],
+    policy: Annotated[
+        str | None, typer.Option("--policy", help="the posture policy to judge it by, or 'none'")
+    ] = None,
+    posture_key_out: Annotated[
+        Path | None,
+        typer.Option("--posture-key-out", help="give the device a new key, written here (0600)"),
+    ] = None,
+) -> None:
+    """Change a device's posture policy and/or give it a new posture key."""
+    if policy is None and posture_key_out is None:
+        raise fail("give --policy NAME and/or --posture-key-out FILE")
+    with gateway() as gw:
+        d, new_policy, fp = gw.posture.reconfigure(ref, actor(), policy, posture_key_out)
+        out.print(f"device {d.id} ({d.ae_title}): posture policy {new_policy!r}")
+        if fp is not None:
+            out.print(
+                f"new posture key {fp} written to {posture_key_out}; the old key no longer"
+                " verifies",
+                highlight=False,
+            )
 
 
 @device_app.command("remove")
@@ -311,6 +406,48 @@ def audit_verify() -> None:
             raise fail(f"audit chain broken at entry {problem.seq}: {problem.problem}")
         head = gw.audit.head()
         out.print(f"audit chain intact: {head[0] if head else 0} entries")
+
+
+@app.command("agent")
+def agent_cmd(
+    gateway_url: Annotated[
+        str, typer.Option("--gateway", help="the gateway's portal, e.g. https://pacs:8443")
+    ],
+    device: Annotated[str, typer.Option("--device", help="this device's AE title")],
+    key: Annotated[Path, typer.Option("--key", help="the device's posture key (PEM)")],
+    interval: Annotated[
+        float, typer.Option("--interval", min=5, help="seconds between reports")
+    ] = 60.0,
+    once: Annotated[bool, typer.Option("--once", help="post one report and exit")] = False,
+    ca: Annotated[
+        Path | None,
+        typer.Option("--ca", help="CA certificate(s) that issued the gateway's (PEM)"),
+    ] = None,
+) -> None:
+    """Run on the sending host: post a signed posture report every --interval seconds.
+
+    Exit codes with --once: 0 accepted and passing, 3 accepted and failing the policy,
+    2 refused by the gateway, 1 not delivered.
+    """
+    from gateway.posture import agent as agent_mod
+
+    setup_logging("INFO")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
+    try:
+        signing_key = agent_mod.load_key(key)
+        client = agent_mod.GatewayClient(gateway_url, ca)
+    except ZtbridgeError as e:
+        raise fail(str(e)) from None
+    try:
+        code = agent_mod.run(
+            agent_mod.Agent(device, signing_key, client),
+            interval,
+            once,
+            lambda line: err.print(line, highlight=False, markup=False),
+        )
+    finally:
+        client.close()
+    raise typer.Exit(code)
 
 
 def run(entry: Callable[[], T]) -> T:

@@ -6,6 +6,9 @@
 * Key wraps: HPKE (RFC 9180) base mode, X25519 or the ML-KEM-768 + X25519 hybrid, HKDF-SHA256,
   AES-256-GCM. A wrap is tagged with its KEM so either kind of key can be opened later.
 * Private keys at rest: encrypted under a key derived from a passphrase with argon2id.
+* Device posture signatures: Ed25519 (RFC 8032) over a message the caller builds; the private
+  key travels as an unencrypted PKCS#8 PEM file (the agent runs unattended, so the file's
+  owner-only mode is its protection), the public key is the raw 32 bytes.
 """
 
 from __future__ import annotations
@@ -14,13 +17,13 @@ import base64
 import json
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from argon2.low_level import Type, hash_secret_raw
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hpke
-from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hpke, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -241,3 +244,64 @@ def unlock_keypair(document: str, passphrase: str) -> KeyPair:
     key = _kdf(passphrase, base64.b64decode(kdf["salt"]), kdf)
     private = open_sealed(key, base64.b64decode(doc["private_sealed"]))
     return KeyPair(kem, public, private)
+
+
+# --- Ed25519 signing keys (device posture reports) -------------------------------------
+
+SIGNATURE_BYTES = 64
+SIGNING_PUBLIC_BYTES = 32
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """An Ed25519 key pair as raw bytes (32-byte seed, 32-byte public key)."""
+
+    private: bytes = field(repr=False)
+    public: bytes
+
+
+def generate_signing_key() -> SigningKey:
+    """A new Ed25519 key pair."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    return SigningKey(key.private_bytes_raw(), key.public_key().public_bytes_raw())
+
+
+def signing_key_pem(key: SigningKey) -> bytes:
+    """The private key as unencrypted PKCS#8 PEM (``openssl pkey`` reads it)."""
+    return ed25519.Ed25519PrivateKey.from_private_bytes(key.private).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def load_signing_key_pem(data: bytes) -> SigningKey:
+    """Parse a PEM private key; anything but an unencrypted Ed25519 key is a CryptoError."""
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as e:
+        raise CryptoError("not an unencrypted PEM private key") from e
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise CryptoError("the PEM key is not an Ed25519 key")
+    return SigningKey(key.private_bytes_raw(), key.public_key().public_bytes_raw())
+
+
+def sign_ed25519(private: bytes, message: bytes) -> bytes:
+    """The 64-byte Ed25519 signature of ``message``."""
+    try:
+        key = ed25519.Ed25519PrivateKey.from_private_bytes(private)
+    except ValueError as e:
+        raise CryptoError("not a valid Ed25519 private key") from e
+    return key.sign(message)
+
+
+def verify_ed25519(public: bytes, message: bytes, signature: bytes) -> bool:
+    """True only if ``signature`` is ``public``'s signature of ``message``; never raises
+    for a bad signature or a malformed key (both are simply 'does not verify')."""
+    if len(public) != SIGNING_PUBLIC_BYTES or len(signature) != SIGNATURE_BYTES:
+        return False
+    try:
+        ed25519.Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_network
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Connection, delete, insert, select
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from gateway.audit import AuditEvent, AuditLog
@@ -59,8 +60,19 @@ class DeviceRegistry:
         self._audit = audit
         self._clock = clock
 
-    def add(self, ae_title: str, networks: list[str], name: str, actor: str) -> Device:
-        """Register a device; refuses a duplicate or malformed AE title."""
+    def add(
+        self,
+        ae_title: str,
+        networks: list[str],
+        name: str,
+        actor: str,
+        also: Callable[[Connection, int], None] | None = None,
+    ) -> Device:
+        """Register a device; refuses a duplicate or malformed AE title.
+
+        ``also(conn, device_id)`` runs inside the same transaction (e.g. posture enrollment),
+        so a device is never left half-registered.
+        """
         try:
             ae = valid_ae_title(ae_title)
         except ValueError as e:
@@ -88,6 +100,8 @@ class DeviceRegistry:
                         {"id": device_id, "networks": [str(n) for n in nets], "name": name},
                     ),
                 )
+                if also is not None:
+                    also(conn, device_id)
         except StorageError as e:
             if isinstance(e.__cause__, SAIntegrityError):
                 raise InvalidInputError(f"a device with AE title {ae!r} already exists") from e
@@ -106,6 +120,15 @@ class DeviceRegistry:
                 select(devices).where(devices.c.ae_title == ae_title.strip())
             ).first()
         return _device(row) if row else None
+
+    def find(self, ref: str) -> Device:
+        """The device with this id or AE title; NotFoundError naming how to list them."""
+        found = next(
+            (d for d in self.list() if str(d.id) == ref or d.ae_title == ref.strip()), None
+        )
+        if found is None:
+            raise NotFoundError(f"no device with id or AE title {ref!r} ('ztbridge device list')")
+        return found
 
     def remove(self, ref: str, actor: str) -> Device:
         """Remove by id or AE title."""

@@ -20,6 +20,8 @@ from gateway.errors import ConfigError, StorageError
 from gateway.index.database import Database
 from gateway.ingest import Ingestor
 from gateway.keys import CustodianPublic, StudyKeyCache, ensure_custodian
+from gateway.posture.policy import PolicySet, load_policies
+from gateway.posture.service import PostureService
 from gateway.settings import Settings
 from gateway.store.base import ContentStore
 from gateway.store.blockstore import PackBlockStore
@@ -57,6 +59,7 @@ class Gateway:
     custodian: CustodianPublic
     keys: StudyKeyCache
     ingestor: Ingestor
+    posture: PostureService
     generated_passphrase: str | None = field(default=None, repr=False)
 
     @property
@@ -69,6 +72,18 @@ class Gateway:
         self.ingestor.close()
         self.store.close()
         self.db.close()
+
+
+def posture_policies(settings: Settings) -> PolicySet:
+    """The posture policies in force: posture.policy_file, else $home/posture-policy.toml if
+    it exists, else the built-in ``default`` (which config/posture-policy.example.toml shows)."""
+    path = settings.posture.policy_file
+    if path is None:
+        candidate = settings.home / "posture-policy.toml"
+        path = candidate if candidate.is_file() else None
+    policies = load_policies(path)
+    policies.require(settings.posture.default_policy)
+    return policies
 
 
 def open_gateway(
@@ -86,6 +101,7 @@ def open_gateway(
     passphrase = (
         settings.custodian_passphrase.get_secret_value() if settings.custodian_passphrase else None
     )
+    policies = posture_policies(settings)
     custodian, generated = ensure_custodian(home / "keys", settings.crypto.kem, passphrase)
     db = Database(settings.index_url)
     try:
@@ -102,15 +118,17 @@ def open_gateway(
     audit = AuditLog(db, clock)
     keys = StudyKeyCache(custodian, clock, settings.ingest.study_key_idle_seconds)
     ingestor = Ingestor(db, store, keys, audit, clock, settings.ingest.max_instance_mb << 20)
+    devices = DeviceRegistry(db, audit, clock)
     return Gateway(
         settings=settings,
         clock=clock,
         db=db,
         store=store,
         audit=audit,
-        devices=DeviceRegistry(db, audit, clock),
+        devices=devices,
         custodian=custodian,
         keys=keys,
         ingestor=ingestor,
+        posture=PostureService(db, audit, clock, devices, policies, settings.posture),
         generated_passphrase=generated,
     )

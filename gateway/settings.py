@@ -98,6 +98,40 @@ class IngestSettings(_Section):
     max_instance_mb: int = Field(2048, ge=1)
 
 
+class PortalSettings(_Section):
+    """The HTTPS endpoint (FastAPI): posture reports today, the web portal later."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(8443, ge=1, le=65535)
+    tls_cert_file: Path | None = Field(None, description="PEM server certificate (chain)")
+    tls_key_file: Path | None = Field(None, description="PEM private key of the certificate")
+    allow_plain_http: bool = Field(
+        False, description="serve plain HTTP when no certificate is set (development only)"
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        ip_address(v)
+        return v
+
+
+class PostureSettings(_Section):
+    """Device posture: where policies come from and what a failing report does."""
+
+    policy_file: Path | None = Field(
+        None, description="TOML file of named policies; unset: $home/posture-policy.toml"
+    )
+    default_policy: str = "default"
+    max_future_seconds: int = Field(
+        60, ge=0, le=3600, description="how far ahead of our clock a report's time may be"
+    )
+    max_report_kb: int = Field(512, ge=16, le=16384)
+    abort_on_failure: bool = Field(
+        True, description="abort a device's open associations when its report fails"
+    )
+
+
 class Settings(BaseSettings):
     """Everything ztbridge can be told. See config/ztbridge.example.toml for each key."""
 
@@ -117,6 +151,8 @@ class Settings(BaseSettings):
     index: IndexSettings = IndexSettings()
     crypto: CryptoSettings = CryptoSettings()
     ingest: IngestSettings = IngestSettings()
+    portal: PortalSettings = PortalSettings()
+    posture: PostureSettings = PostureSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -185,6 +221,11 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
                 "setting 'custodian_passphrase' is a placeholder; set ZTBRIDGE_CUSTODIAN_PASSPHRASE"
                 " to a real secret (or unset it to have one generated) before running in production"
             )
+    if settings.environment == "production" and settings.portal.allow_plain_http:
+        raise ConfigError(
+            "setting 'portal.allow_plain_http' (env ZTBRIDGE_PORTAL__ALLOW_PLAIN_HTTP) is for"
+            " development only; set portal.tls_cert_file and portal.tls_key_file instead"
+        )
     return settings
 
 

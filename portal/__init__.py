@@ -1,4 +1,5 @@
-"""The web portal and DICOMweb (FastAPI), to come with the access issues.
+"""The HTTPS side of ztbridge (FastAPI): device posture reports today; the web portal and
+DICOMweb grow from the same app (``portal.app.create_app``).
 
 Imports ``gateway`` only.
 """

@@ -13,7 +13,8 @@ import typer
 from dicom_scp.server import DicomServer
 from gateway.cli import announce_passphrase, app, err, fail, settings, setup_logging
 from gateway.errors import ZtbridgeError
-from gateway.service import open_gateway
+from gateway.service import Gateway, open_gateway
+from portal.server import PortalServer, portal_mode
 
 log = logging.getLogger("ztbridge")
 
@@ -37,10 +38,13 @@ def up() -> None:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    portal = start_portal(gw)
     server = DicomServer(gw)
     try:
         server.start()
     except OSError as e:
+        if portal is not None:
+            portal.stop()
         gw.close()
         raise fail(
             f"cannot listen on {s.dicom.host}:{s.dicom.port}: {e.strerror}"
@@ -68,9 +72,39 @@ def up() -> None:
         log.info("signal %d: stopping", stopping[0])
     finally:
         server.stop()
+        if portal is not None:
+            portal.stop()
         gw.close()
         log.info("ztbridge stopped")
     raise typer.Exit(0)
+
+
+def start_portal(gw: Gateway) -> PortalServer | None:
+    """Serve the portal (posture reports) before DICOM listens, so that once the DICOM port
+    accepts connections the agents can report too. Off, loudly, without a certificate."""
+    s = gw.settings.portal
+    try:
+        mode = portal_mode(s)
+        if mode is None:
+            log.warning(
+                "portal OFF: no portal.tls_cert_file / tls_key_file, so posture reports cannot"
+                " be received and devices that require posture will be refused. Set both"
+                " (ZTBRIDGE_PORTAL__TLS_CERT_FILE, ZTBRIDGE_PORTAL__TLS_KEY_FILE), or"
+                " portal.allow_plain_http = true in development"
+            )
+            return None
+        portal = PortalServer(gw, mode)
+        portal.start()
+    except ZtbridgeError as e:
+        gw.close()
+        raise fail(str(e)) from None
+    except OSError as e:
+        gw.close()
+        raise fail(
+            f"cannot listen on {s.host}:{s.port} for the portal: {e.strerror}"
+            " (set ZTBRIDGE_PORTAL__PORT or stop what uses the port)"
+        ) from None
+    return portal
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     ForeignKey,
@@ -106,3 +107,39 @@ audit_head = Table(
     Column("seq", Integer, nullable=False),
     Column("hash", String(64), nullable=False),
 )
+
+
+# Device posture (docs/posture.md). One row per enrolled device: the policy it is judged by
+# ("none": posture not required) and the Ed25519 public key its reports must verify with.
+# The last refused attempt is kept so an admission refusal can say why no fresh report exists.
+device_posture = Table(
+    "device_posture",
+    metadata,
+    Column("device_id", Integer, ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
+    Column("policy", String(64), nullable=False),
+    Column("public_key", String(64), nullable=True),
+    Column("enrolled_at", String(40), nullable=False),
+    Column("last_refused_at", String(40), nullable=True),
+    Column("last_refused", Text, nullable=True),
+)
+
+# Accepted (signature-verified) reports with their verdict. The newest by issue time is the
+# device's current posture; older rows are kept as long as a replay could still look fresh,
+# so the (device, nonce) key doubles as the replay guard.
+posture_reports = Table(
+    "posture_reports",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("device_id", Integer, ForeignKey("devices.id", ondelete="CASCADE"), nullable=False),
+    Column("nonce", String(64), nullable=False),
+    Column("issued_ms", BigInteger, nullable=False),
+    Column("received_at", String(40), nullable=False),
+    Column("policy", String(64), nullable=False),
+    Column("passed", Boolean, nullable=False),
+    Column("reasons", JSON, nullable=False),
+    Column("notes", JSON, nullable=False),
+    Column("report", Text, nullable=False),
+    Column("signature", String(100), nullable=False),
+    UniqueConstraint("device_id", "nonce", name="uq_posture_nonce"),
+)
+Index("ix_posture_latest", posture_reports.c.device_id, posture_reports.c.issued_ms)

@@ -26,8 +26,15 @@ def dcmtk() -> None:
 
 @pytest.fixture
 def gateway(tmp_path: Path, dcmtk: None) -> Iterator[GatewayProcess]:
-    """A running ztbridge with the device STORESCU registered for 127.0.0.1."""
+    """A running ztbridge with the device STORESCU registered for 127.0.0.1.
+
+    storescu stands in for a modality that runs no posture agent, so it is registered with
+    posture policy 'none'; posture itself is exercised in test_posture.py.
+    """
     gw = make_gateway(tmp_path)
-    gw.cli("device", "add", "--ae", "STORESCU", "--ip", "127.0.0.1", "--name", "test modality")
+    gw.cli(
+        "device", "add", "--ae", "STORESCU", "--ip", "127.0.0.1", "--name", "test modality",
+        "--posture-policy", "none",
+    )  # fmt: skip
     with running(gw):
         yield gw

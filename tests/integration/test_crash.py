@@ -43,7 +43,7 @@ def test_kill9_mid_push_loses_nothing_acknowledged(
     if index == "postgresql":
         env["ZTBRIDGE_INDEX__URL"] = request.getfixturevalue("postgres_url")
     gw: GatewayProcess = make_gateway(tmp_path, **env)
-    gw.cli("device", "add", "--ae", "STORESCU", "--ip", "127.0.0.1")
+    gw.cli("device", "add", "--ae", "STORESCU", "--ip", "127.0.0.1", "--posture-policy", "none")
     gw.start()
     push = subprocess.Popen(
         [

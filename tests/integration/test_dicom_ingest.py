@@ -142,7 +142,9 @@ def test_multiframe_and_compressed_round_trip(gateway: GatewayProcess, tmp_path:
 def test_refused_associations(
     gateway: GatewayProcess, calling: str, called: str, expected: str, check: str
 ) -> None:
-    gateway.cli("device", "add", "--ae", "FARAWAY", "--ip", "10.99.0.0/16")
+    gateway.cli(
+        "device", "add", "--ae", "FARAWAY", "--ip", "10.99.0.0/16", "--posture-policy", "none"
+    )
     result = dcmtk("echoscu", "-aet", calling, "-aec", called, "127.0.0.1", str(gateway.port))
     assert result.returncode != 0
     output = result.stdout + result.stderr
@@ -255,7 +257,7 @@ def test_unknown_study_export_is_clear_error(tmp_path: Path) -> None:
     missing = gw.cli("status", check=False)
     assert missing.returncode == 1 and "no ztbridge data at" in missing.stderr
     assert not gw.home.exists()  # a read command never creates an empty data folder
-    gw.cli("device", "add", "--ae", "CT01", "--ip", "10.0.0.0/24")
+    gw.cli("device", "add", "--ae", "CT01", "--ip", "10.0.0.0/24", "--posture-policy", "none")
     result = gw.cli("export", "--study", "1.2.3.4", "--out", str(tmp_path / "o"), check=False)
     assert result.returncode == 1
     assert "no study 1.2.3.4" in result.stderr
@@ -285,6 +287,7 @@ def test_first_start_and_clean_stop(tmp_path: Path, dcmtk: None) -> None:
     first = gw.log()
     assert "ZTBRIDGE_CUSTODIAN_PASSPHRASE=" in first
     assert "ztbridge device add" in first
+    assert "portal OFF: no portal.tls_cert_file" in first  # no certificate: said loudly
     assert "ztbridge stopped" in first
     assert (gw.home / "keys" / "custodian.json").stat().st_mode & 0o777 == 0o600
     gw.start()

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 def test_sigterm_drains_open_association(tmp_path: Path, dcmtk: None) -> None:
     series = make_ct_series(tmp_path / "ct", 150)
     gw = make_gateway(tmp_path)
-    gw.cli("device", "add", "--ae", "STORESCU", "--ip", "127.0.0.1")
+    gw.cli("device", "add", "--ae", "STORESCU", "--ip", "127.0.0.1", "--posture-policy", "none")
     gw.start()
     push = subprocess.Popen(
         [

@@ -1,0 +1,180 @@
+"""Every failure as an RFC 9457 problem document (``application/problem+json``).
+
+Routes raise ``ProblemError`` or let a ``ZtbridgeError`` escape; the handlers installed by
+``install`` turn each into ``{"type", "title", "status", "detail", "instance"}``. Our own
+problem types are relative URIs (``/problems/<slug>``) that the app itself serves as a short
+description; plain HTTP errors use ``about:blank`` with the status phrase as title, as the
+RFC prescribes. Internal errors never leak their text: the log has it, the client gets an
+opaque 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway.errors import ConfigError, InvalidInputError, NotFoundError, ZtbridgeError
+from gateway.posture.service import Problem, ReportRefusedError
+
+log = logging.getLogger("ztbridge.portal")
+
+MEDIA_TYPE = "application/problem+json"
+
+# slug -> (HTTP status, title, what it means and what to do)
+CATALOGUE: dict[str, tuple[int, str, str]] = {
+    Problem.MALFORMED: (
+        400,
+        "Malformed posture report",
+        "The body is not a well-formed signed report. The detail names the first bad field.",
+    ),
+    Problem.TOO_LARGE: (413, "Posture report too large", "Raise posture.max_report_kb."),
+    Problem.UNKNOWN_DEVICE: (
+        404,
+        "Unknown device",
+        "No device is registered with this AE title ('ztbridge device list').",
+    ),
+    Problem.NOT_ENROLLED: (
+        409,
+        "Device not enrolled for posture",
+        "The device has no posture key: 'ztbridge device posture ID --policy NAME"
+        " --posture-key-out FILE' gives it one.",
+    ),
+    Problem.BAD_SIGNATURE: (
+        403,
+        "Bad signature",
+        "The signature does not verify with the device's registered posture key. The report"
+        " was not stored; the device's current posture is unchanged.",
+    ),
+    Problem.WRONG_DEVICE: (
+        422,
+        "Report for another device",
+        "The report names a different device than the URL it was posted to.",
+    ),
+    Problem.STALE: (
+        422,
+        "Stale posture report",
+        "The report is older than the device's policy accepts. Check the host's clock.",
+    ),
+    Problem.FUTURE: (
+        422,
+        "Posture report from the future",
+        "The report is dated ahead of the gateway's clock by more than posture.max_future_seconds.",
+    ),
+    Problem.REPLAYED: (
+        409,
+        "Replayed posture report",
+        "A report with this nonce was already received from this device.",
+    ),
+    "invalid-input": (400, "Invalid input", "The request is not acceptable as sent."),
+    "not-found": (404, "Not found", "The resource does not exist."),
+    "gateway-misconfigured": (
+        500,
+        "Gateway misconfigured",
+        "ztbridge's configuration prevents answering; its log names the setting.",
+    ),
+    "internal-error": (500, "Internal error", "An unexpected error; ztbridge's log has details."),
+}
+
+
+class ProblemError(Exception):
+    """Raise from a route to answer with one of the catalogue's problem types."""
+
+    def __init__(self, slug: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.slug = slug
+        self.detail = detail
+        self.extra = extra
+
+
+def problem_response(
+    request: Request,
+    status: int,
+    title: str,
+    detail: str | None,
+    type_: str = "about:blank",
+    **extra: Any,
+) -> JSONResponse:
+    """A problem document with the right media type."""
+    body: dict[str, Any] = {
+        "type": type_,
+        "title": title,
+        "status": status,
+        "instance": request.url.path,
+    }
+    if detail:
+        body["detail"] = detail
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE)
+
+
+def from_catalogue(request: Request, slug: str, detail: str, **extra: Any) -> JSONResponse:
+    """A problem response of one of our own types."""
+    status, title, _ = CATALOGUE[slug]
+    return problem_response(request, status, title, detail, f"/problems/{slug}", **extra)
+
+
+def _for_error(request: Request, e: ZtbridgeError) -> JSONResponse:
+    if isinstance(e, ReportRefusedError):
+        return from_catalogue(request, e.problem, e.reason)
+    if isinstance(e, NotFoundError):
+        return from_catalogue(request, "not-found", str(e))
+    if isinstance(e, InvalidInputError):
+        return from_catalogue(request, "invalid-input", str(e))
+    if isinstance(e, ConfigError):
+        log.error("%s %s: configuration problem: %s", request.method, request.url.path, e)
+        return from_catalogue(
+            request, "gateway-misconfigured", "the gateway's log names the problem"
+        )
+    log.error("%s %s failed: %s", request.method, request.url.path, e)
+    return from_catalogue(request, "internal-error", "the gateway's log has the details")
+
+
+def install(app: FastAPI) -> None:
+    """Make every failure the app can produce a problem document."""
+
+    async def on_problem(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ProblemError)
+        return from_catalogue(request, exc.slug, exc.detail, **exc.extra)
+
+    async def on_ours(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ZtbridgeError)
+        return _for_error(request, exc)
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        phrase = HTTPStatus(exc.status_code).phrase
+        detail = exc.detail if isinstance(exc.detail, str) and exc.detail != phrase else None
+        response = problem_response(request, exc.status_code, phrase, detail)
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
+
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {"loc": [str(p) for p in err.get("loc", ())], "msg": str(err.get("msg", ""))}
+            for err in exc.errors()
+        ]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        return from_catalogue(
+            request,
+            "invalid-input",
+            f"{'.'.join(first['loc'])}: {first['msg']}",
+            errors=errors,
+        )
+
+    async def on_anything(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("%s %s: unexpected error", request.method, request.url.path)
+        return from_catalogue(request, "internal-error", "the gateway's log has the details")
+
+    app.add_exception_handler(ProblemError, on_problem)
+    app.add_exception_handler(ZtbridgeError, on_ours)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(Exception, on_anything)

@@ -1,0 +1,136 @@
+"""Serving the portal app: uvicorn on its own thread, HTTPS unless explicitly told otherwise.
+
+The listening socket is bound here, on the caller's thread, so "port in use" is an ordinary
+OSError the CLI can explain; the TLS context is built here too, so a missing or mismatched
+certificate stops ``ztbridge up`` with the setting named instead of failing in a thread.
+Plain HTTP is served only when ``portal.allow_plain_http`` is set (refused in production)
+and is logged loudly: posture reports are signed, but their content is readable on the path.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+import time
+from typing import Literal
+
+import uvicorn
+
+from gateway.errors import ConfigError
+from gateway.service import Gateway
+from gateway.settings import PortalSettings
+from portal.app import create_app
+
+log = logging.getLogger("ztbridge.portal")
+
+Mode = Literal["https", "http"]
+
+
+def portal_mode(s: PortalSettings) -> Mode | None:
+    """How the portal is served, or None when it is off (no certificate, plain not allowed)."""
+    if (s.tls_cert_file is None) != (s.tls_key_file is None):
+        raise ConfigError(
+            "set both portal.tls_cert_file and portal.tls_key_file (or neither):"
+            " ZTBRIDGE_PORTAL__TLS_CERT_FILE / ZTBRIDGE_PORTAL__TLS_KEY_FILE"
+        )
+    if s.tls_cert_file is not None:
+        return "https"
+    return "http" if s.allow_plain_http else None
+
+
+def tls_context(s: PortalSettings) -> ssl.SSLContext:
+    """A server context: TLS 1.2 or 1.3 only, OpenSSL's secure defaults otherwise."""
+    assert s.tls_cert_file is not None and s.tls_key_file is not None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(str(s.tls_cert_file), str(s.tls_key_file))
+    except FileNotFoundError as e:
+        raise ConfigError(
+            f"portal.tls_cert_file / tls_key_file: {e.filename} does not exist"
+        ) from e
+    except ssl.SSLError as e:  # before OSError, of which it is a subclass
+        raise ConfigError(
+            f"portal.tls_cert_file {s.tls_cert_file} and tls_key_file {s.tls_key_file}"
+            f" are not a PEM certificate and its key: {e.reason or e}"
+        ) from e
+    except OSError as e:
+        raise ConfigError(
+            f"portal.tls_cert_file / tls_key_file: cannot read {e.filename}: {e.strerror}"
+        ) from e
+    return ctx
+
+
+class PortalServer:
+    """The portal app under uvicorn, on a background thread."""
+
+    def __init__(self, gateway: Gateway, mode: Mode) -> None:
+        self.gateway = gateway
+        self.mode = mode
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._socket: socket.socket | None = None
+
+    @property
+    def url(self) -> str:
+        """Where the portal listens."""
+        s = self.gateway.settings.portal
+        return f"{self.mode}://{s.host}:{s.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Bind, then serve on a thread; returns once uvicorn accepts connections.
+
+        Raises OSError if the port cannot be bound, ConfigError for a bad certificate.
+        """
+        s = self.gateway.settings.portal
+        ctx = tls_context(s) if self.mode == "https" else None
+        family = socket.AF_INET6 if ":" in s.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((s.host, s.port))
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            raise
+        sock.set_inheritable(True)
+        config = uvicorn.Config(
+            create_app(self.gateway),
+            log_config=None,  # keep ztbridge's logging as configured
+            access_log=False,  # each report is logged by the posture service itself
+            server_header=False,
+            lifespan="off",
+            ssl_context_factory=(lambda _config, _default: ctx) if ctx is not None else None,
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="portal", daemon=True
+        )
+        self._server, self._thread, self._socket = server, thread, sock
+        thread.start()
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise ConfigError("the portal did not start (see the log above)")
+            time.sleep(0.02)
+        if self.mode == "http":
+            log.warning(
+                "PORTAL SERVES PLAIN HTTP on %s:%d (portal.allow_plain_http): posture reports"
+                " cross the network readable by anyone on the path; development only",
+                s.host,
+                s.port,
+            )
+        log.info("portal on %s", self.url)
+
+    def stop(self) -> None:
+        """Ask uvicorn to finish open requests and exit; wait for its thread."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+        if self._socket is not None:
+            self._socket.close()
+        self._server = self._thread = self._socket = None

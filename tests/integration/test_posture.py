@@ -1,0 +1,304 @@
+"""Device posture for real: ``ztbridge agent`` on this machine, ``ztbridge up`` serving HTTPS,
+DCMTK as the modality.
+
+The agent gathers this host's real facts; the example policy's ``default`` accepts them
+(which needs this host to have upgraded packages within 90 days: the failure says so).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pynetdicom import AE
+from sqlalchemy import func, select
+
+from gateway import crypto
+from gateway.index.database import Database
+from gateway.index.models import audit_events, instances, posture_reports
+from gateway.posture.report import build_report, sign_report
+from tests.support.dicomgen import make_ct_series
+from tests.support.gateway_proc import (
+    GatewayProcess,
+    dcmtk,
+    free_port,
+    make_gateway,
+    running,
+    storescu,
+)
+from tests.support.tls import self_signed
+
+pytestmark = pytest.mark.integration
+
+EXAMPLE_POLICIES = Path(__file__).resolve().parents[2] / "config" / "posture-policy.example.toml"
+UNMEETABLE = '\n[unmeetable]\nrequired_processes = ["ztbridge-no-such-process"]\n'
+
+
+@dataclass
+class Portal:
+    """Where the running gateway's portal listens and the CA that vouches for it."""
+
+    url: str
+    ca: Path
+
+
+@pytest.fixture
+def posture_gateway(tmp_path: Path, dcmtk: None) -> Iterator[tuple[GatewayProcess, Portal]]:
+    """A running ztbridge serving the portal over HTTPS, with the example policies plus one
+    that no host can meet."""
+    cert, key = self_signed(tmp_path)
+    policies = tmp_path / "policies.toml"
+    policies.write_text(EXAMPLE_POLICIES.read_text() + UNMEETABLE)
+    port = free_port()
+    gw = make_gateway(
+        tmp_path,
+        ZTBRIDGE_PORTAL__HOST="127.0.0.1",
+        ZTBRIDGE_PORTAL__PORT=str(port),
+        ZTBRIDGE_PORTAL__TLS_CERT_FILE=str(cert),
+        ZTBRIDGE_PORTAL__TLS_KEY_FILE=str(key),
+        ZTBRIDGE_POSTURE__POLICY_FILE=str(policies),
+    )
+    yield gw, Portal(f"https://127.0.0.1:{port}", cert)
+    if gw.proc is not None:
+        gw.stop()
+
+
+def enroll(gw: GatewayProcess, tmp_path: Path, ae: str, policy: str = "default") -> Path:
+    key = tmp_path / f"{ae}.key"
+    out = gw.cli(
+        "device", "add", "--ae", ae, "--ip", "127.0.0.1",
+        "--posture-policy", policy, "--posture-key-out", str(key),
+    ).stdout  # fmt: skip
+    assert f"written to {key}" in " ".join(out.split())
+    assert key.stat().st_mode & 0o777 == 0o600
+    return key
+
+
+def agent(gw: GatewayProcess, portal: Portal, ae: str, key: Path) -> tuple[int, str]:
+    done = gw.cli(
+        "agent", "--gateway", portal.url, "--device", ae, "--key", str(key),
+        "--ca", str(portal.ca), "--once",
+        check=False,
+    )  # fmt: skip
+    return done.returncode, " ".join((done.stdout + done.stderr).split())
+
+
+def index(gw: GatewayProcess) -> Database:
+    return Database(f"sqlite:///{gw.home / 'index.sqlite3'}")
+
+
+def audit(gw: GatewayProcess, kind: str) -> list[tuple[str, dict[str, Any]]]:
+    db = index(gw)
+    try:
+        with db.read() as conn:
+            rows = conn.execute(
+                select(audit_events.c.outcome, audit_events.c.detail)
+                .where(audit_events.c.kind == kind)
+                .order_by(audit_events.c.seq)
+            ).all()
+    finally:
+        db.close()
+    return [(r.outcome, json.loads(r.detail)) for r in rows]
+
+
+def count(gw: GatewayProcess, table: Any) -> int:
+    db = index(gw)
+    try:
+        with db.read() as conn:
+            return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+    finally:
+        db.close()
+
+
+def flat(text: str) -> str:
+    """Rich wraps CLI output at 80 columns; compare on single spaces."""
+    return " ".join(text.split())
+
+
+def echo(gw: GatewayProcess, ae: str) -> tuple[int, str]:
+    done = dcmtk("echoscu", "-aet", ae, "-aec", "ZTBRIDGE", "127.0.0.1", str(gw.port))
+    return done.returncode, done.stdout + done.stderr
+
+
+def wait_for(condition: Any, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def test_agent_on_this_host_admits_then_an_unmeetable_policy_refuses(
+    posture_gateway: tuple[GatewayProcess, Portal], tmp_path: Path
+) -> None:
+    gw, portal = posture_gateway
+    key = enroll(gw, tmp_path, "STORESCU")
+    series = make_ct_series(tmp_path / "ct", 2, rows=64, columns=64)
+    with running(gw):
+        # Before any report: refused, transient ("try later"), and the log says why.
+        code, output = echo(gw, "STORESCU")
+        assert code != 0 and "Rejected Transient" in output, output
+        assert "refused (posture): device 'STORESCU' has sent no valid posture report" in gw.log()
+
+        # The agent, for real, on this host: the example policy accepts it.
+        code, said = agent(gw, portal, "STORESCU", key)
+        assert code == 0, f"this host fails the example 'default' policy: {said}"
+        assert "posture report accepted: PASS (policy 'default')" in said
+        pushed = storescu(gw.port, series.files[:1])
+        assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+        assert count(gw, instances) == 1
+        shown = flat(gw.cli("device", "show", "STORESCU").stdout)
+        assert "verdict: PASS" in shown and "admission now: posture passes" in shown
+        assert "OS: " in shown and "agent version: 0.1.0" in shown
+
+        # An association that is open when the posture turns bad is aborted.
+        scu = AE(ae_title="STORESCU")
+        scu.add_requested_context("1.2.840.10008.1.1")
+        held = scu.associate("127.0.0.1", gw.port, ae_title="ZTBRIDGE")
+        assert held.is_established
+
+        # The administrator moves the device to a policy this host cannot meet.
+        moved = gw.cli("device", "posture", "STORESCU", "--policy", "unmeetable").stdout
+        assert "posture policy 'unmeetable'" in moved
+        code, said = agent(gw, portal, "STORESCU", key)
+        assert code == 3, said
+        assert "FAIL (policy 'unmeetable')" in said
+        assert "required process not running: ztbridge-no-such-process" in said
+        wait_for(lambda: held.is_aborted, "the open association to be aborted")
+
+        # The next association is refused, permanently, with the reason in log and audit.
+        pushed = storescu(gw.port, series.files[1:])
+        output = pushed.stdout + pushed.stderr
+        assert pushed.returncode != 0 and "Rejected Permanent" in output, output
+        assert count(gw, instances) == 1
+        shown = flat(gw.cli("device", "show", "STORESCU").stdout)
+        assert "verdict: FAIL" in shown
+        assert "- required process not running: ztbridge-no-such-process" in shown
+    log = gw.log()
+    assert (
+        "association from STORESCU@127.0.0.1 refused (posture): device 'STORESCU' fails"
+        " posture policy 'unmeetable': required process not running: ztbridge-no-such-process"
+    ) in log
+    assert "aborted (posture): device 'STORESCU' fails policy 'unmeetable'" in log
+    refused = [d for _o, d in audit(gw, "association.refused") if d["check"] == "posture"]
+    assert "fails posture policy 'unmeetable'" in refused[-1]["reason"]
+    assert "has sent no valid posture report" in refused[0]["reason"]
+    assert [o for o, _d in audit(gw, "posture.accepted")] == ["ok", "refused"]
+    assert audit(gw, "association.aborted")[0][1]["check"] == "posture"
+    assert "device.posture" in {k for k in _kinds(gw)}
+    assert "audit chain intact" in gw.cli("audit", "verify").stdout
+
+
+def _kinds(gw: GatewayProcess) -> list[str]:
+    db = index(gw)
+    try:
+        with db.read() as conn:
+            return [r.kind for r in conn.execute(select(audit_events.c.kind))]
+    finally:
+        db.close()
+
+
+def test_forged_and_replayed_reports_are_refused_and_never_current(
+    posture_gateway: tuple[GatewayProcess, Portal], tmp_path: Path
+) -> None:
+    gw, portal = posture_gateway
+    key_file = enroll(gw, tmp_path, "CT01")
+    enroll(gw, tmp_path, "MR01")
+    key = crypto.load_signing_key_pem(key_file.read_bytes())
+    with running(gw), httpx.Client(base_url=portal.url, verify=_ssl(portal.ca)) as http:
+        code, said = agent(gw, portal, "CT01", key_file)
+        assert code == 0, said
+        now = _server_now(http)
+        facts = {"os_name": "debian", "processes": []}
+
+        # Signed with a key that is not the device's.
+        forged = sign_report(
+            build_report("CT01", now, "a" * 32, "0.1.0", facts, {}),
+            crypto.generate_signing_key(),
+        )
+        r = http.post("/api/v1/devices/CT01/posture", json=forged)
+        assert r.status_code == 403
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["type"] == "/problems/bad-signature"
+
+        # Genuinely signed, then replayed byte for byte.
+        genuine = sign_report(build_report("CT01", now, "b" * 32, "0.1.0", facts, {}), key)
+        assert http.post("/api/v1/devices/CT01/posture", json=genuine).status_code == 200
+        r = http.post("/api/v1/devices/CT01/posture", json=genuine)
+        assert r.status_code == 409 and r.json()["type"] == "/problems/replayed-report"
+        assert count(gw, posture_reports) == 2  # the agent's report and the genuine one
+
+        # A device whose only report was forged: refused, and the refusal says why.
+        forged_mr = sign_report(
+            build_report("MR01", now, "c" * 32, "0.1.0", facts, {}),
+            crypto.generate_signing_key(),
+        )
+        assert http.post("/api/v1/devices/MR01/posture", json=forged_mr).status_code == 403
+        code, output = echo(gw, "MR01")
+        assert code != 0 and "Rejected Transient" in output, output
+        shown = flat(gw.cli("device", "show", "CT01").stdout)
+        assert "last refused report:" in shown and "replayed-report" in shown
+        shown_mr = flat(gw.cli("device", "show", "MR01").stdout)
+        assert "last report: none received yet" in shown_mr
+        assert "bad-signature" in shown_mr
+    assert (
+        "refused (posture): device 'MR01' has sent no valid posture report yet; its latest"
+        " report was refused (bad-signature"
+    ) in gw.log()
+    rejected = [d["problem"] for _o, d in audit(gw, "posture.rejected")]
+    assert rejected == ["bad-signature", "replayed-report", "bad-signature"]
+
+
+def _ssl(ca: Path) -> Any:
+    import ssl
+
+    return ssl.create_default_context(cafile=str(ca))
+
+
+def _server_now(http: httpx.Client) -> Any:
+    from gateway.posture.report import parse_time
+
+    return parse_time(http.get("/api/v1/time").json()["now"])
+
+
+def test_agent_network_errors_are_clear(
+    posture_gateway: tuple[GatewayProcess, Portal], tmp_path: Path
+) -> None:
+    gw, portal = posture_gateway
+    key = enroll(gw, tmp_path, "CT01")
+    code, said = agent(gw, portal, "CT01", key)  # gateway not started
+    assert code == 1 and "cannot reach the gateway at https://127.0.0.1:" in said
+    with running(gw):
+        done = gw.cli(
+            "agent", "--gateway", portal.url, "--device", "CT01", "--key", str(key), "--once",
+            check=False,
+        )  # fmt: skip
+        said = flat(done.stderr)
+        assert done.returncode == 1 and "pass the CA that issued it with --ca FILE" in said
+        code, said = agent(gw, portal, "NOSUCH", key)
+        assert code == 2 and "the gateway refused the report (404): Unknown device" in said
+
+
+def test_plain_http_only_when_allowed(tmp_path: Path, dcmtk: None) -> None:
+    port = free_port()
+    plain = make_gateway(
+        tmp_path,
+        ZTBRIDGE_PORTAL__ALLOW_PLAIN_HTTP="true",
+        ZTBRIDGE_PORTAL__HOST="127.0.0.1",
+        ZTBRIDGE_PORTAL__PORT=str(port),
+    )
+    key = enroll(plain, tmp_path, "CT01")
+    with running(plain):
+        done = plain.cli(
+            "agent", "--gateway", f"http://127.0.0.1:{port}", "--device", "CT01",
+            "--key", str(key), "--once", check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "is plain HTTP" in flat(done.stderr)
+    assert "PORTAL SERVES PLAIN HTTP" in plain.log()
