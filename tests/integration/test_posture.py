@@ -1,8 +1,11 @@
 """Device posture for real: ``ztbridge agent`` on this machine, ``ztbridge up`` serving HTTPS,
 DCMTK as the modality.
 
-The agent gathers this host's real facts; the example policy's ``default`` accepts them
-(which needs this host to have upgraded packages within 90 days: the failure says so).
+The agent gathers this host's real facts. They are judged by the example policy's ``default``
+with one rule switched off, the days since the last package upgrade: that fact depends on
+when this machine's image was last upgraded, not on ztbridge, and a test that starts failing
+on a calendar date is no test. The same real report is then checked against the unmodified
+``default``: the patch age may be the only reason it fails.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,8 @@ from sqlalchemy import func, select
 from gateway import crypto
 from gateway.index.database import Database
 from gateway.index.models import audit_events, instances, posture_reports
-from gateway.posture.report import build_report, sign_report
+from gateway.posture.policy import evaluate, load_policies
+from gateway.posture.report import Report, build_report, parse_report, sign_report
 from tests.support.dicomgen import make_ct_series
 from tests.support.gateway_proc import (
     GatewayProcess,
@@ -40,6 +45,22 @@ EXAMPLE_POLICIES = Path(__file__).resolve().parents[2] / "config" / "posture-pol
 UNMEETABLE = '\n[unmeetable]\nrequired_processes = ["ztbridge-no-such-process"]\n'
 
 
+def this_host_policy() -> str:
+    """The example's ``[default]`` (with its sub-tables) as ``[this-host]``, patch age off."""
+    out, inside = [], False
+    for line in EXAMPLE_POLICIES.read_text().splitlines():
+        if line.startswith("["):
+            inside = line.startswith(("[default]", "[default."))
+            if inside:
+                line = line.replace("[default", "[this-host", 1)
+        if inside:
+            if line.startswith("max_days_since_patch"):
+                line = "max_days_since_patch = false"
+            out.append(line)
+    assert "max_days_since_patch = false" in out, "the example [default] lost its patch rule"
+    return "\n" + "\n".join(out) + "\n"
+
+
 @dataclass
 class Portal:
     """Where the running gateway's portal listens and the CA that vouches for it."""
@@ -54,7 +75,7 @@ def posture_gateway(tmp_path: Path, dcmtk: None) -> Iterator[tuple[GatewayProces
     that no host can meet."""
     cert, key = self_signed(tmp_path)
     policies = tmp_path / "policies.toml"
-    policies.write_text(EXAMPLE_POLICIES.read_text() + UNMEETABLE)
+    policies.write_text(EXAMPLE_POLICIES.read_text() + UNMEETABLE + this_host_policy())
     port = free_port()
     gw = make_gateway(
         tmp_path,
@@ -107,6 +128,20 @@ def audit(gw: GatewayProcess, kind: str) -> list[tuple[str, dict[str, Any]]]:
     return [(r.outcome, json.loads(r.detail)) for r in rows]
 
 
+def latest_report(gw: GatewayProcess) -> Report:
+    """The last report the gateway stored, parsed."""
+    db = index(gw)
+    try:
+        with db.read() as conn:
+            row = conn.execute(
+                select(posture_reports.c.report).order_by(posture_reports.c.id.desc())
+            ).first()
+    finally:
+        db.close()
+    assert row is not None, "no posture report stored"
+    return parse_report(json.loads(row.report))
+
+
 def count(gw: GatewayProcess, table: Any) -> int:
     db = index(gw)
     try:
@@ -138,7 +173,7 @@ def test_agent_on_this_host_admits_then_an_unmeetable_policy_refuses(
     posture_gateway: tuple[GatewayProcess, Portal], tmp_path: Path
 ) -> None:
     gw, portal = posture_gateway
-    key = enroll(gw, tmp_path, "STORESCU")
+    key = enroll(gw, tmp_path, "STORESCU", policy="this-host")
     series = make_ct_series(tmp_path / "ct", 2, rows=64, columns=64)
     with running(gw):
         # Before any report: refused, transient ("try later"), and the log says why.
@@ -149,7 +184,12 @@ def test_agent_on_this_host_admits_then_an_unmeetable_policy_refuses(
         # The agent, for real, on this host: the example policy accepts it.
         code, said = agent(gw, portal, "STORESCU", key)
         assert code == 0, f"this host fails the example 'default' policy: {said}"
-        assert "posture report accepted: PASS (policy 'default')" in said
+        assert "posture report accepted: PASS (policy 'this-host')" in said
+        example_default = load_policies(EXAMPLE_POLICIES).get("default")
+        assert example_default is not None
+        judged = evaluate(latest_report(gw), example_default, datetime.now(UTC))
+        others = [r for r in judged.reasons if "package update" not in r]
+        assert not others, f"the unmodified example 'default' refuses this host: {others}"
         pushed = storescu(gw.port, series.files[:1])
         assert pushed.returncode == 0, pushed.stdout + pushed.stderr
         assert count(gw, instances) == 1
