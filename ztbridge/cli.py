@@ -43,9 +43,12 @@ def up() -> None:
     except OSError as e:
         gw.close()
         raise fail(
-            f"cannot listen on {s.dicom.host}:{s.dicom.port}: {e.strerror}"
-            " (set ZTBRIDGE_DICOM__PORT or stop what uses the port)"
+            f"cannot listen on {e.filename}: {e.strerror} (set ZTBRIDGE_DICOM__PORT or"
+            " ZTBRIDGE_TLS__PORT, or stop what uses the port)"
         ) from None
+    except ZtbridgeError as e:
+        gw.close()
+        raise fail(str(e)) from None
     if not gw.devices.list():
         err.print(
             "No device is registered yet, so every association will be refused. Register one:\n"
@@ -53,9 +56,9 @@ def up() -> None:
             highlight=False,
         )
     log.info(
-        "ztbridge ready: DICOM %s on port %d, data in %s",
+        "ztbridge ready: AE title %s, %s, data in %s",
         s.dicom.ae_title,
-        s.dicom.port,
+        ", ".join(server.listening),
         s.home.resolve(),
     )
     try:
