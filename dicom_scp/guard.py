@@ -203,7 +203,9 @@ class BoundedDUL(DULServiceProvider):
 
     def _refuse_oversized(self, pdu_type: int, length: int, cap: int) -> None:
         what = f"PDU type 0x{pdu_type:02X} declares {length} bytes, more than the {cap} allowed"
-        if pdu_type == _ASSOCIATE_RQ and self.state_machine.current_state == "Sta2":
+        # Sta1 too: the reactor may read the first PDU before it has processed the
+        # connection indication (Evt5) that moves it to Sta2.
+        if pdu_type == _ASSOCIATE_RQ and self.state_machine.current_state in ("Sta1", "Sta2"):
             rj = A_ASSOCIATE_RJ()
             rj.result = 0x01  # rejected-permanent
             rj.source = 0x03  # DICOM UL service-provider (presentation related function)
