@@ -178,8 +178,7 @@ class BoundedDUL(DULServiceProvider):
         pdu_type, _, length = struct.unpack(">BBL", header)
         cap = limits.pdu_cap(pdu_type)
         if cap is None:
-            log.warning("unknown PDU type 0x%02X from %s", pdu_type, _peer(self.assoc))
-            self.event_queue.put("Evt19")  # the state machine aborts
+            self._unknown_pdu(header)
             return
         if length > cap:
             self._refuse_oversized(pdu_type, length, cap)
@@ -200,6 +199,24 @@ class BoundedDUL(DULServiceProvider):
             return
         self.event_queue.put(event)
         self._recv_pdu.put(pdu)
+
+    def _unknown_pdu(self, header: bytearray) -> None:
+        state = self.state_machine.current_state
+        if state == "Sta13" or self.assoc.is_aborted:
+            # Already aborting: what follows is the rest of the same garbage; just hang up.
+            if self.socket is not None:
+                self.socket.close()
+            return
+        if header[0] == 0x16 and header[1] == 0x03 and state in ("Sta1", "Sta2"):
+            log.info(
+                "TLS client on the plain DICOM port from %s: closed (DICOM TLS is on its own port)",
+                _peer(self.assoc),
+            )
+            if self.socket is not None:
+                self.socket.close()
+            return
+        log.warning("unknown PDU type 0x%02X from %s", header[0], _peer(self.assoc))
+        self.event_queue.put("Evt19")  # the state machine aborts
 
     def _refuse_oversized(self, pdu_type: int, length: int, cap: int) -> None:
         what = f"PDU type 0x{pdu_type:02X} declares {length} bytes, more than the {cap} allowed"
