@@ -255,14 +255,20 @@ class Handlers:
         """Audit that an admitted association was established."""
         assoc = event.assoc
         contexts = len(assoc.accepted_contexts)
-        log.info("association from %s accepted (%d contexts)", _peer(assoc), contexts)
+        sock = assoc.dul.socket.socket if assoc.dul.socket is not None else None
+        detail: dict[str, Any] = {"contexts": contexts, "transport": "tcp"}
+        if isinstance(sock, ssl.SSLSocket):
+            cipher = sock.cipher()
+            detail.update(transport="tls", tls=sock.version(), cipher=cipher[0] if cipher else None)
+        via = f", {detail['tls']} {detail['cipher']}" if detail["transport"] == "tls" else ""
+        log.info("association from %s accepted (%d contexts%s)", _peer(assoc), contexts, via)
         self._audit(
             AuditEvent(
                 "association.accepted",
                 _peer(assoc),
                 self.gw.settings.dicom.ae_title,
                 "ok",
-                {"contexts": contexts},
+                detail,
             )
         )
 
