@@ -32,16 +32,20 @@ $(VENV)/.test: pyproject.toml constraints.txt | $(BIN)/python
 install: $(VENV)/.runtime
 install-test: $(VENV)/.test
 
-# Debian packages: DCMTK is the modality in the tests. apt-get update runs once.
+# Debian packages: DCMTK is the modality, PostgreSQL the external index in the tests, the
+# openssl command signs test JWTs and checks certificates.
+# apt-get update runs once, and only when something is missing.
 system-deps:
-	@command -v storescu >/dev/null && command -v echoscu >/dev/null || { \
-	  echo "installing DCMTK (Debian package dcmtk)"; \
+	@missing=""; \
+	command -v storescu >/dev/null && command -v echoscu >/dev/null || missing="$$missing dcmtk"; \
+	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v runuser >/dev/null || missing="$$missing util-linux"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends dcmtk; }
-	@command -v openssl >/dev/null || { \
-	  echo "installing the openssl command (signs test JWTs, checks certificates)"; \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends openssl; }
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 tests/js/node_modules/.package-lock.json: tests/js/package.json tests/js/package-lock.json
 	npm ci --prefix tests/js --no-audit --no-fund --loglevel=error

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
@@ -42,6 +44,8 @@ from gateway.validation import required_identifiers
 log = logging.getLogger("ztbridge.ingest")
 
 STATUS_SUCCESS = 0x0000
+#: Studies whose patient is remembered for the pre-check (a few hundred bytes each).
+_PATIENT_CACHE_SIZE = 4096
 
 # Built once: constructing a statement costs more than executing it on SQLite.
 _VERSIONS = select(instances.c.version, instances.c.sha256).where(
@@ -105,6 +109,14 @@ class Receipt:
         return self.outcome is not Outcome.REFUSED
 
 
+def _patient_mismatch(patient_id: str) -> DatasetRefusedError:
+    return DatasetRefusedError(
+        f"Patient ID {patient_id!r} differs from the patient already stored for this"
+        " study; correct the Patient ID at the modality (or the Study Instance UID)",
+        STATUS_DATASET_MISMATCH,
+    )
+
+
 def _sha256_hex(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -127,6 +139,8 @@ class Ingestor:
         self._audit = audit
         self._clock = clock
         self._max_bytes = max_instance_bytes
+        self._patients: OrderedDict[str, str] = OrderedDict()  # study UID -> Patient ID
+        self._patients_lock = threading.Lock()
         self._hasher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ztbridge-hash")
 
     def close(self) -> None:
@@ -200,7 +214,7 @@ class Ingestor:
         # encrypts and content-addresses; it is needed early only for a UID seen before.
         digest = self._hasher.submit(_sha256_hex, raw)
 
-        self._check_patient(study_uid, ids["PatientID"])
+        self._precheck_patient(study_uid, ids["PatientID"])
         previous = self._versions(sop_uid)
         if previous and digest.result() in previous.values():
             return self._duplicate(sop_uid, study_uid, digest.result(), origin)
@@ -256,6 +270,7 @@ class Ingestor:
             pending.wait()
         if key_is_new and outcome is not Outcome.DUPLICATE:  # only a key whose row committed
             self._keys.remember(study_uid, key)
+        self._remember_patient(study_uid, ids["PatientID"])
         if outcome is Outcome.NEW_VERSION:
             log.warning(
                 "instance %s arrived again with different content: kept as version %d",
@@ -289,6 +304,30 @@ class Ingestor:
             },
         )
 
+    def _precheck_patient(self, study_uid: str, patient_id: str) -> None:
+        """The patient check before any work, from memory when the study was seen lately.
+
+        Why a cache: this read ran for every instance and cost a round trip to the index
+        (~0.2 ms of a ~4 ms instance). A study's patient never changes once committed, and the
+        check inside the write transaction stays authoritative, so a cached answer can only
+        save work, never admit a wrong patient.
+        """
+        with self._patients_lock:
+            known = self._patients.get(study_uid)
+            if known is not None:
+                self._patients.move_to_end(study_uid)
+        if known is None:
+            self._check_patient(study_uid, patient_id)
+        elif known != patient_id:
+            raise _patient_mismatch(patient_id)
+
+    def _remember_patient(self, study_uid: str, patient_id: str) -> None:
+        with self._patients_lock:
+            self._patients[study_uid] = patient_id
+            self._patients.move_to_end(study_uid)
+            while len(self._patients) > _PATIENT_CACHE_SIZE:
+                self._patients.popitem(last=False)
+
     def _check_patient(self, study_uid: str, patient_id: str, conn: Tx | None = None) -> None:
         """One study belongs to one patient: a study key and, later, grants are per patient.
 
@@ -302,11 +341,7 @@ class Ingestor:
             with self._db.fast_read() as c:
                 row = c.execute(_STUDY_PATIENT, params).first()
         if row is not None and row.patient_id != patient_id:
-            raise DatasetRefusedError(
-                f"Patient ID {patient_id!r} differs from the patient already stored for this"
-                " study; correct the Patient ID at the modality (or the Study Instance UID)",
-                STATUS_DATASET_MISMATCH,
-            )
+            raise _patient_mismatch(patient_id)
 
     def _versions(self, sop_uid: str, conn: Tx | None = None) -> dict[int, str]:
         params = {"sop": sop_uid}

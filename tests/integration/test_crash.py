@@ -33,9 +33,16 @@ def acknowledged(storescu_output: str) -> list[Path]:
     return done
 
 
-def test_kill9_mid_push_loses_nothing_acknowledged(tmp_path: Path, dcmtk: None) -> None:
+@pytest.mark.parametrize("index", ["sqlite", "postgresql"])
+def test_kill9_mid_push_loses_nothing_acknowledged(
+    tmp_path: Path, dcmtk: None, index: str, request: pytest.FixtureRequest
+) -> None:
+    """On the embedded SQLite index and on an external PostgreSQL server alike."""
     series = make_ct_series(tmp_path / "ct", 200)
-    gw: GatewayProcess = make_gateway(tmp_path)
+    env = {}
+    if index == "postgresql":
+        env["ZTBRIDGE_INDEX__URL"] = request.getfixturevalue("postgres_url")
+    gw: GatewayProcess = make_gateway(tmp_path, **env)
     gw.cli("device", "add", "--ae", "STORESCU", "--ip", "127.0.0.1")
     gw.start()
     push = subprocess.Popen(
@@ -104,6 +111,7 @@ def test_kill9_mid_push_loses_nothing_acknowledged(tmp_path: Path, dcmtk: None) 
         gw.stop()
     status = gw.cli("status").stdout
     assert re.search(r"instances\s+200\b", status), status
+    assert (gw.home / "index.sqlite3").exists() == (index == "sqlite"), "wrong index in use"
 
 
 def test_capture_scp_sanity(tmp_path: Path, dcmtk: None) -> None:

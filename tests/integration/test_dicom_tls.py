@@ -151,19 +151,37 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             gw.stop()
 
 
-def last_refusal(gw: GatewayProcess) -> dict[str, str]:
+def _refusals(gw: GatewayProcess) -> list[tuple[int, dict[str, str]]]:
     db = Database(f"sqlite:///{gw.home / 'index.sqlite3'}")
     try:
         with db.read() as conn:
-            row = conn.execute(
-                select(audit_events.c.detail, audit_events.c.actor)
+            rows = conn.execute(
+                select(audit_events.c.seq, audit_events.c.detail, audit_events.c.actor)
                 .where(audit_events.c.kind == "association.refused")
-                .order_by(audit_events.c.seq.desc())
-            ).first()
+                .order_by(audit_events.c.seq)
+            ).all()
     finally:
         db.close()
-    assert row is not None, "no refusal audited"
-    return {**json.loads(row.detail), "actor": row.actor}
+    return [(r.seq, {**json.loads(r.detail), "actor": r.actor}) for r in rows]
+
+
+def refusal_seq(gw: GatewayProcess) -> int:
+    """Sequence number of the latest refusal so far (0 if none)."""
+    found = _refusals(gw)
+    return found[-1][0] if found else 0
+
+
+def last_refusal(gw: GatewayProcess, after: int = 0, timeout: float = 30) -> dict[str, str]:
+    """The latest refusal newer than ``after``, waiting for it: a TLS handshake refusal is
+    audited by the gateway's connection thread while the modality has already exited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [d for seq, d in _refusals(gw) if seq > after]
+        if found:
+            return found[-1]
+        if time.monotonic() > deadline:
+            raise AssertionError("no refusal audited")
+        time.sleep(0.1)
 
 
 def count_instances(gw: GatewayProcess) -> int:
@@ -316,13 +334,14 @@ def test_each_failed_check_is_refused_with_its_reason(
             args += ["--jwt", str(site.jwt(kind, key, **claims))]
         else:
             args.append(option)
+    before = refusal_seq(site.gw)
     out = site.push(calling, *args, tls=tls)
     assert "rc=0" not in out, (case, out)
     assert "Received Store Response" not in out, (case, out)
     if modality_sees is not None:
         assert "Association Rejected" in out and modality_sees in out, (case, out)
         assert "Rejected Permanent" in out, (case, out)
-    refusal = last_refusal(site.gw)
+    refusal = last_refusal(site.gw, before)
     assert refusal["check"] == check and reason in refusal["reason"], (case, refusal)
     assert f"refused ({check})" in site.gw.log(), case
 
@@ -360,9 +379,10 @@ def test_certificate_rotation_revokes_the_old_one(site: Site) -> None:
     assert "rc=0" in site.push("CR01", *site.tls("cr01-a"))
     rotated = site.gw.cli("device", "cert", "CR01", "--out", str(certs / "cr01-b.pem"))
     assert "1 earlier certificate(s) revoked" in rotated.stdout
+    before = refusal_seq(site.gw)
     out = site.push("CR01", *site.tls("cr01-a"))
     assert "Calling AE Title Not Recognized" in out, out
-    assert "revoked" in last_refusal(site.gw)["reason"]
+    assert "revoked" in last_refusal(site.gw, before)["reason"]
     assert "rc=0" in site.push("CR01", *site.tls("cr01-b"))
     site.gw.cli("device", "revoke-certs", "CR01")
     assert "Calling AE Title Not Recognized" in site.push("CR01", *site.tls("cr01-b"))

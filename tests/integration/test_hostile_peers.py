@@ -8,6 +8,7 @@ from __future__ import annotations
 import select
 import socket
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,6 +67,16 @@ def established(g: GatewayProcess, calling: str = "HOSTILE") -> socket.socket:
     return s
 
 
+def logged(g: GatewayProcess, text: str, timeout: float = 30) -> bool:
+    """Whether ``text`` appears in the gateway's log (waiting for it: threads log it)."""
+    deadline = time.monotonic() + timeout
+    while text not in g.log():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def still_open(s: socket.socket) -> bool:
     """Whether the gateway still holds this association (no A-ABORT or close received)."""
     readable, _, _ = select.select([s], [], [], 0)
@@ -92,7 +103,7 @@ def test_pdu_claiming_4_gib_is_refused_unread(gw: GatewayProcess) -> None:
         answer = read_pdu(s)
         assert answer is not None and answer[0] == ABORT and answer[1][2:] == bytes((2, 6))
         assert closed(s)
-    assert "refused (associate-rq-size)" in gw.log() and "refused (pdu-size)" in gw.log()
+    assert logged(gw, "refused (associate-rq-size)") and logged(gw, "refused (pdu-size)")
 
 
 def test_65_kb_associate_request(gw: GatewayProcess) -> None:
@@ -140,7 +151,7 @@ def test_oversized_instance_refused_without_buffering(gw: GatewayProcess, tmp_pa
     out = done.stdout + done.stderr
     assert "Received Store Response (Refused: OutOfResources)" in out, out  # DCMTK's 0xA700
     assert out.count("Received Store Response (Success)") == 1, out  # the next one is fine
-    assert "not buffered past the limit" in gw.log()
+    assert logged(gw, "not buffered past the limit")
     assert rss(gw) - before < 64 << 20
 
 
@@ -173,8 +184,8 @@ def test_flood_of_idle_connections_and_associations(gw: GatewayProcess, tmp_path
     peak = max(peak, rss(gw))
     for s in idle + accepted:
         s.close()
-    assert "connections without an association request: dropped the oldest" in gw.log()
-    assert "refused (association-limit)" in gw.log()
+    assert logged(gw, "connections without an association request: dropped the oldest")
+    assert logged(gw, "refused (association-limit)")
     echo = dcmtk("echoscu", "-aet", "STORESCU", "-aec", "ZTBRIDGE", "127.0.0.1", str(gw.port))
     assert echo.returncode == 0, echo.stderr
     assert gw.proc is not None and gw.proc.poll() is None

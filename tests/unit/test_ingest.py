@@ -23,9 +23,15 @@ ORIGIN = Origin(kind="import", actor="test")
 PASSPHRASE = "unit-test-passphrase"
 
 
-@pytest.fixture
-def gw(tmp_path: Path) -> Iterator[Gateway]:
-    g = open_gateway(load_settings(home=tmp_path / "home", custodian_passphrase=PASSPHRASE))
+@pytest.fixture(params=["sqlite", "postgresql"])
+def gw(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Gateway]:
+    """The gateway on each index backend: embedded SQLite and an external PostgreSQL."""
+    index = {}
+    if request.param == "postgresql":
+        index = {"url": request.getfixturevalue("postgres_url")}
+    g = open_gateway(
+        load_settings(home=tmp_path / "home", custodian_passphrase=PASSPHRASE, index=index)
+    )
     yield g
     g.close()
 
