@@ -13,8 +13,9 @@ RUN pip install --no-cache-dir -c constraints.txt .
 USER ztbridge
 ENV ZTBRIDGE_HOME=/data \
     ZTBRIDGE_DICOM__HOST=0.0.0.0 \
-    ZTBRIDGE_DICOM__PORT=11112
+    ZTBRIDGE_DICOM__PORT=11112 \
+    ZTBRIDGE_TLS__PORT=2762
 VOLUME ["/data"]
-EXPOSE 11112 8443
+EXPOSE 11112 2762 8443
 ENTRYPOINT ["ztbridge"]
 CMD ["up"]

@@ -32,8 +32,8 @@ $(VENV)/.test: pyproject.toml constraints.txt | $(BIN)/python
 install: $(VENV)/.runtime
 install-test: $(VENV)/.test
 
-# Debian packages: DCMTK is the modality, PostgreSQL the external index in the tests, OpenSSL
-# makes throwaway TLS certificates and cross-checks Ed25519 signatures.
+# Debian packages: DCMTK is the modality, PostgreSQL the external index in the tests, the
+# openssl command makes throwaway certificates, signs test JWTs and cross-checks signatures.
 # apt-get update runs once, and only when something is missing.
 system-deps:
 	@missing=""; \

@@ -8,19 +8,28 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 import weakref
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from pynetdicom import evt
 from pynetdicom.events import InterventionEvent, NotificationEvent
+from pynetdicom.pdu_primitives import UserIdentityNegotiation
 
 from dicom_scp import reactor
-from gateway.admission import AssociationFacts, RejectReason, decide
+from dicom_scp.guard import Guard, Oversized
+from dicom_scp.tls import diagnose
+from gateway import identity
+from gateway.admission import AssociationFacts, RejectReason, check_association_limits, decide
 from gateway.audit import AuditEvent
+from gateway.credentials import CredentialStore, DeviceCredentials
+from gateway.dataset import STATUS_OUT_OF_RESOURCES
 from gateway.errors import ZtbridgeError
 from gateway.ingest import Incoming, Origin
+from gateway.pki import fingerprint
 from gateway.posture.service import PostureFailure
 from gateway.service import Gateway
 
@@ -38,12 +47,35 @@ _REJECTIONS = {
     RejectReason.CALLED_AE_NOT_RECOGNIZED: (0x01, 0x01, 0x07),
     RejectReason.NO_REASON_GIVEN: (0x01, 0x01, 0x01),
     RejectReason.TRANSIENT_NO_REASON_GIVEN: (0x02, 0x01, 0x01),
+    RejectReason.AUTHENTICATION_FAILED: (0x01, 0x02, 0x01),  # permanent, ACSE, no reason
+    RejectReason.LOCAL_LIMIT_EXCEEDED: (0x02, 0x03, 0x02),  # transient, presentation, limit
 }
 STATUS_PROCESSING_FAILURE = 0x0110
 
 
 def _peer(assoc: Any) -> str:
     return f"{assoc.requestor.ae_title.strip()}@{assoc.requestor.address}"
+
+
+def _transport(assoc: Any) -> tuple[str, str | None]:
+    """("tls", client certificate fingerprint) or ("tcp", None) for an association's socket."""
+    sock = assoc.dul.socket.socket if assoc.dul.socket is not None else None
+    if isinstance(sock, ssl.SSLSocket):
+        der = sock.getpeercert(binary_form=True)
+        return "tls", fingerprint(der) if der else None
+    return "tcp", None
+
+
+def _identity_claim(assoc: Any) -> identity.Claim | None:
+    item = assoc.requestor.user_identity
+    if item is None:
+        return None
+    return identity.Claim(
+        identity_type=int(item.user_identity_type or 0),
+        primary=bytes(item.primary_field or b""),
+        secondary=bytes(item.secondary_field) if item.secondary_field is not None else None,
+        wants_response=bool(item.positive_response_requested),
+    )
 
 
 class Handlers:
@@ -54,6 +86,10 @@ class Handlers:
         self._origins: weakref.WeakKeyDictionary[Any, Origin] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self.draining = False  # set on shutdown: refuse new associations, finish open ones
+        self.credentials = CredentialStore(gateway.db, gateway.audit, gateway.clock)
+        self.guard: Guard | None = None  # set by the server: pending pool, limits
+        # argon2id costs ~20 MiB and tens of ms per check: at most two at a time.
+        self._identity_slots = threading.BoundedSemaphore(2)
 
     def bindings(self) -> list[EventBinding]:
         """The (event, handler) pairs for ``AE.start_server``."""
@@ -107,21 +143,53 @@ class Handlers:
             assoc.acse.send_reject(0x02, 0x03, 0x01)  # transient, provider, temporary congestion
             assoc.kill()
             return
+        if self.guard is not None:
+            self.guard.requested(assoc)
         rq = assoc.requestor.primitive
         calling = str(rq.calling_ae_title).strip()
         called = str(rq.called_ae_title).strip()
         device = self.gw.devices.by_ae(calling)
+        transport, peer_cert = _transport(assoc)
+        creds = self.credentials.get(device.id) if device else DeviceCredentials()
+        owner = None
+        if peer_cert is not None and peer_cert not in creds.fingerprints:
+            owner = self.credentials.owner_of(peer_cert)
+        s = self.gw.settings.dicom
         facts = AssociationFacts(
             calling_ae=calling,
             called_ae=called,
             peer_ip=str(assoc.requestor.address),
-            our_ae=self.gw.settings.dicom.ae_title,
+            our_ae=s.ae_title,
             device=device,
             posture=self.gw.posture.status(device.id) if device is not None else None,
+            transport=transport,  # type: ignore[arg-type]
+            peer_certificate=peer_cert,
+            certificate_owner=owner,
+            credentials=creds,
+            user_identity=_identity_claim(assoc),
             now=self.gw.clock.now(),
+            max_associations=s.max_associations,
+            max_per_device=s.max_associations_per_device,
         )
-        refusal = decide(facts)
+        total, mine = self._open_counts(device.id if device else None)
+        facts = replace(facts, open_associations=total, open_for_device=mine)
+        if creds.identity is not None:
+            with self._identity_slots:
+                refusal = decide(facts)
+        else:
+            refusal = decide(facts)
         actor = f"{calling}@{facts.peer_ip}"
+        if refusal is None:
+            assert device is not None
+            with self._lock:  # count and register atomically: limits cannot be overrun
+                total, mine = self._open_counts(device.id)
+                refusal = check_association_limits(
+                    replace(facts, open_associations=total, open_for_device=mine)
+                )
+                if refusal is None:
+                    self._origins[assoc] = Origin(
+                        kind="c-store", actor=actor, calling_ae=calling, device_id=device.id
+                    )
         if refusal is not None:
             log.warning(
                 "association from %s refused (%s): %s", actor, refusal.check, refusal.reason
@@ -132,7 +200,7 @@ class Handlers:
                     actor,
                     called,
                     "refused",
-                    {"check": refusal.check, "reason": refusal.reason},
+                    {"check": refusal.check, "reason": refusal.reason, "transport": transport},
                 )
             )
             assoc.acse.send_reject(*_REJECTIONS[refusal.reject])
@@ -140,10 +208,54 @@ class Handlers:
             # A-ASSOCIATE-RJ and the peer closed, or the socket would be shut first.
             assoc.kill()
             return
-        assert device is not None
-        with self._lock:
-            self._origins[assoc] = Origin(
-                kind="c-store", actor=actor, calling_ae=calling, device_id=device.id
+        claim = facts.user_identity
+        if creds.identity is not None and claim is not None and claim.wants_response:
+            # Positive response (PS3.7 D.3.3.7.2): an empty server response, which is what
+            # types 1 and 2 require; pynetdicom only answers types 3-5 by itself.
+            response = UserIdentityNegotiation()
+            response.server_response = b""
+            assoc.acceptor.add_negotiation_item(response)
+
+    def _open_counts(self, device_id: int | None) -> tuple[int, int]:
+        """Admitted associations still running: in total, and for ``device_id``."""
+        live = [o for a, o in list(self._origins.items()) if a.is_alive()]
+        mine = sum(1 for o in live if device_id is not None and o.device_id == device_id)
+        return len(live), mine
+
+    def on_violation(self, assoc: Any, check: str, reason: str) -> None:
+        """A peer broke a protocol limit (PDU or command size): log and audit it."""
+        try:
+            calling = str(assoc.requestor.primitive.calling_ae_title).strip()
+        except AttributeError:
+            calling = "?"
+        actor = f"{calling}@{assoc.requestor.address}"
+        log.warning("association from %s refused (%s): %s", actor, check, reason)
+        self._audit(
+            AuditEvent(
+                "association.refused", actor, "", "refused", {"check": check, "reason": reason}
+            )
+        )
+
+    def on_handshake_failure(self, address: tuple[Any, ...], error: BaseException) -> None:
+        """A TLS handshake failed. Certificate problems are audited; noise is only logged."""
+        failure = diagnose(error)
+        actor = f"?@{address[0]}"
+        if failure.about_certificate:
+            log.warning(
+                "TLS connection from %s refused (%s): %s", actor, failure.check, failure.reason
+            )
+            self._audit(
+                AuditEvent(
+                    "association.refused",
+                    actor,
+                    "",
+                    "refused",
+                    {"check": failure.check, "reason": failure.reason, "transport": "tls"},
+                )
+            )
+        else:
+            log.info(
+                "TLS connection from %s dropped (%s): %s", actor, failure.check, failure.reason
             )
 
     def abort_device(self, failure: PostureFailure) -> None:
@@ -182,14 +294,20 @@ class Handlers:
         """Audit that an admitted association was established."""
         assoc = event.assoc
         contexts = len(assoc.accepted_contexts)
-        log.info("association from %s accepted (%d contexts)", _peer(assoc), contexts)
+        sock = assoc.dul.socket.socket if assoc.dul.socket is not None else None
+        detail: dict[str, Any] = {"contexts": contexts, "transport": "tcp"}
+        if isinstance(sock, ssl.SSLSocket):
+            cipher = sock.cipher()
+            detail.update(transport="tls", tls=sock.version(), cipher=cipher[0] if cipher else None)
+        via = f", {detail['tls']} {detail['cipher']}" if detail["transport"] == "tls" else ""
+        log.info("association from %s accepted (%d contexts%s)", _peer(assoc), contexts, via)
         self._audit(
             AuditEvent(
                 "association.accepted",
                 _peer(assoc),
                 self.gw.settings.dicom.ae_title,
                 "ok",
-                {"contexts": contexts},
+                detail,
             )
         )
 
@@ -203,6 +321,16 @@ class Handlers:
         if origin is None:  # cannot happen: admission ran first
             return STATUS_PROCESSING_FAILURE
         request = event.request
+        if isinstance(request.DataSet, Oversized):
+            limit = self.gw.ingestor.max_instance_bytes
+            receipt = self.gw.ingestor.refuse(
+                f"instance of {request.DataSet.received} bytes exceeds the limit of {limit}"
+                " (not buffered past the limit)",
+                STATUS_OUT_OF_RESOURCES,
+                origin,
+                str(request.AffectedSOPInstanceUID),
+            )
+            return receipt.status
         receipt = self.gw.ingestor.ingest(
             Incoming(
                 dataset=request.DataSet.getbuffer(),  # a view: no copy of the pixels

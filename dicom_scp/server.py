@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
 from pynetdicom import AE
 
 from dicom_scp.contexts import storage_contexts, verification_context
+from dicom_scp.guard import Guard, GuardedServer, Limits
 from dicom_scp.handlers import Handlers
+from dicom_scp.tls import server_context
+from gateway.errors import ConfigError
+from gateway.pki import PkiPaths
 from gateway.service import Gateway
 
 log = logging.getLogger("ztbridge.dicom")
 
 
 class DicomServer:
-    """The pynetdicom AE configured from settings, serving in background threads."""
+    """The pynetdicom AE configured from settings, serving in background threads.
+
+    One AE, up to two listeners: plain TCP on ``dicom.port`` (unless ``dicom.plain_tcp`` is
+    off) and DICOM TLS on ``tls.port`` (when a CA exists, or ``tls.enabled = "on"``). Both
+    share the admission handlers and the limits of ``dicom_scp.guard``.
+    """
 
     def __init__(self, gateway: Gateway) -> None:
         s = gateway.settings.dicom
@@ -26,20 +36,83 @@ class DicomServer:
         ae = AE(ae_title=s.ae_title)
         ae.supported_contexts = [*storage_contexts(), verification_context()]
         ae.maximum_pdu_size = s.max_pdu_length
-        ae.maximum_associations = s.max_associations
+        # Admission enforces the real limits (total and per device, counting only admitted
+        # associations); pynetdicom's own count includes connections still negotiating, so
+        # it is only a backstop here.
+        ae.maximum_associations = s.max_associations + s.max_pending_connections + 8
         ae.acse_timeout = s.acse_timeout
         ae.dimse_timeout = s.dimse_timeout
         ae.network_timeout = s.network_timeout
         self.ae = ae
-        self._server: Any = None
+        self.guard = Guard(
+            Limits(
+                max_pdu_bytes=s.max_pdu_length,
+                max_associate_rq_bytes=s.max_associate_rq_bytes,
+                max_dataset_bytes=gateway.ingestor.max_instance_bytes,
+                io_timeout=s.network_timeout,
+                handshake_timeout=gateway.settings.tls.handshake_timeout,
+            ),
+            s.max_pending_connections,
+            self.handlers.on_violation,
+            self.handlers.on_handshake_failure,
+        )
+        self.handlers.guard = self.guard
+        self._servers: list[Any] = []
+        self._server: Any = None  # the first listener (kept for callers that test it)
+        self.listening: list[str] = []
+
+    def _tls_context(self) -> Any:
+        """The TLS context, None when TLS is off (or 'auto' and no CA exists yet)."""
+        settings = self.gateway.settings
+        paths = PkiPaths(settings.home)
+        if settings.tls.enabled == "off":
+            return None
+        if settings.tls.enabled == "auto" and not paths.exists():
+            log.info("DICOM TLS off: no CA yet ('ztbridge ca init' creates it)")
+            return None
+        return server_context(paths, settings.tls)
+
+    def _listen(self, port: int, ssl_context: Any) -> None:
+        s = self.gateway.settings.dicom
+        try:
+            server = self.ae.make_server(
+                (s.host, port),
+                ssl_context=ssl_context,
+                evt_handlers=[*self.handlers.bindings(), *self.guard.bindings()],
+                server_class=GuardedServer,
+                guard=self.guard,
+            )
+        except OSError as e:  # name the address that failed (filename slot)
+            raise OSError(e.errno, e.strerror, f"{s.host}:{port}") from e
+        thread = threading.Thread(
+            target=server.serve_forever, name=f"AcceptorServer-{port}", daemon=True
+        )
+        thread.start()
+        self.ae._servers.append(server)
+        self._servers.append(server)
+        if self._server is None:
+            self._server = server
+        kind = "DICOM TLS" if ssl_context is not None else "DICOM"
+        self.listening.append(f"{kind} on port {port}")
+        log.info("%s listener on %s:%d, AE title %s", kind, s.host, port, s.ae_title)
 
     def start(self) -> None:
         """Listen without blocking; associations are served on their own threads."""
-        s = self.gateway.settings.dicom
-        self._server = self.ae.start_server(
-            (s.host, s.port), block=False, evt_handlers=list(self.handlers.bindings())
-        )
-        log.info("DICOM listener on %s:%d, AE title %s", s.host, s.port, s.ae_title)
+        settings = self.gateway.settings
+        context = self._tls_context()
+        if not settings.dicom.plain_tcp and context is None:
+            raise ConfigError(
+                "nothing to listen on: plain TCP is off (dicom.plain_tcp) and DICOM TLS is off"
+                " or has no CA ('ztbridge ca init')"
+            )
+        try:
+            if settings.dicom.plain_tcp:
+                self._listen(settings.dicom.port, None)
+            if context is not None:
+                self._listen(settings.tls.port, context)
+        except OSError:
+            self._shutdown_servers()
+            raise
 
     def _transferring(self) -> list[Any]:
         """Established associations we accepted (a bare TCP connect does not count)."""
@@ -63,5 +136,10 @@ class DicomServer:
             log.warning(
                 "aborting %d association(s) still open after %.0f s", len(left), grace_seconds
             )
-        self._server.shutdown()
+        self._shutdown_servers()
+
+    def _shutdown_servers(self) -> None:
+        for server in self._servers:
+            server.shutdown()
+        self._servers = []
         self._server = None

@@ -1,19 +1,22 @@
 """Who may open an association: a list of checks, each a pure function of the facts.
 
 Every check returns None (passes) or a Refusal naming itself and why. The DICOM edge gathers
-the facts, calls ``decide`` and maps a refusal to the closest A-ASSOCIATE-RJ reason; later
-checks (TLS client certificate, user identity) join ``CHECKS``; ``check_posture`` judges the
-device's latest posture report.
+the facts, calls ``decide`` and maps a refusal to the closest A-ASSOCIATE-RJ reason. Cheap
+checks come first, so an unknown peer never makes us verify a passcode or a token;
+``check_posture`` judges the device's latest posture report.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from ipaddress import ip_address
+from typing import Literal
 
+from gateway import identity
+from gateway.credentials import DeviceCredentials
 from gateway.devices import Device
 from gateway.posture.status import PostureStatus
 
@@ -27,6 +30,11 @@ class RejectReason(StrEnum):
     # Rejected-transient, service user, no reason given: "try again later". A missing or
     # stale posture report is expected to be cured by the agent's next report.
     TRANSIENT_NO_REASON_GIVEN = "transient-no-reason-given"
+    # PS3.7 D.3.3.7: an authorization failure is "rejected-permanent, DICOM UL
+    # service-provider (ACSE related function)".
+    AUTHENTICATION_FAILED = "authentication-failed"
+    # Rejected-transient, service-provider (presentation), local-limit-exceeded: try later.
+    LOCAL_LIMIT_EXCEEDED = "local-limit-exceeded"
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,18 @@ class AssociationFacts:
     # of the request, against which report freshness is judged.
     posture: PostureStatus | None = None
     now: datetime | None = None
+    # DICOM TLS: how the peer is connected and, over TLS, the SHA-256 fingerprint of the
+    # client certificate it proved (the handshake already checked it chains to our CA).
+    transport: Literal["tcp", "tls"] = "tcp"
+    peer_certificate: str | None = None
+    certificate_owner: str | None = None  # AE title of the device it was issued to, if any
+    credentials: DeviceCredentials = field(default_factory=DeviceCredentials)
+    user_identity: identity.Claim | None = None
+    # Associations already admitted and still open: in total and for this device.
+    open_associations: int = 0
+    open_for_device: int = 0
+    max_associations: int = 1 << 30
+    max_per_device: int = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -168,11 +188,96 @@ def check_posture(f: AssociationFacts) -> Refusal | None:
     return None
 
 
+def check_tls_required(f: AssociationFacts) -> Refusal | None:
+    """A device registered with ``--require-tls`` must not send over plain TCP."""
+    if f.device is None or not f.credentials.require_tls or f.transport == "tls":
+        return None
+    return Refusal(
+        "tls-required",
+        f"device {f.device.ae_title!r} must use DICOM TLS but connected over plain TCP",
+        RejectReason.NO_REASON_GIVEN,
+    )
+
+
+def check_tls_certificate(f: AssociationFacts) -> Refusal | None:
+    """Over TLS, the client certificate must be one issued to the calling AE's device.
+
+    Chaining to our CA is enforced by the TLS handshake itself; this check binds the
+    certificate to the AE title, so one modality's certificate cannot speak for another.
+    """
+    if f.device is None or f.transport != "tls":
+        return None
+    if f.peer_certificate is None:
+        return Refusal(
+            "tls-certificate",
+            f"device {f.device.ae_title!r} connected over TLS without a client certificate",
+            RejectReason.CALLING_AE_NOT_RECOGNIZED,
+        )
+    if f.peer_certificate in f.credentials.fingerprints:
+        return None
+    short = f.peer_certificate[:16]
+    if f.certificate_owner is not None:
+        whose = f"is device {f.certificate_owner!r}'s"
+    else:
+        whose = "was not issued to any device (or was revoked)"
+    return Refusal(
+        "tls-certificate",
+        f"client certificate {short}... presented for device {f.device.ae_title!r} {whose}",
+        RejectReason.CALLING_AE_NOT_RECOGNIZED,
+    )
+
+
+def check_user_identity(f: AssociationFacts) -> Refusal | None:
+    """Where the device requires a user identity, the request must prove it."""
+    req = f.credentials.identity
+    if f.device is None or req is None:
+        return None
+    if f.now is None:  # fail closed: token times cannot be judged without a clock
+        problem: str | None = "no clock to judge the identity by"
+    else:
+        problem = identity.check(req, f.user_identity, f.now)
+    if problem is None:
+        return None
+    return Refusal(
+        "user-identity",
+        f"device {f.device.ae_title!r}: {problem}",
+        RejectReason.AUTHENTICATION_FAILED,
+    )
+
+
+def check_association_limits(f: AssociationFacts) -> Refusal | None:
+    """At most ``max_associations`` open at once, and ``max_per_device`` for one device.
+
+    The per-device limit keeps one misbehaving (or compromised) modality from taking every
+    slot; both refusals are transient, so a well-behaved sender retries later.
+    """
+    if f.device is None:
+        return None
+    if f.open_for_device >= f.max_per_device:
+        return Refusal(
+            "association-limit",
+            f"device {f.device.ae_title!r} already has {f.open_for_device} open associations"
+            f" (limit {f.max_per_device} per device)",
+            RejectReason.LOCAL_LIMIT_EXCEEDED,
+        )
+    if f.open_associations >= f.max_associations:
+        return Refusal(
+            "association-limit",
+            f"{f.open_associations} associations open (limit {f.max_associations})",
+            RejectReason.LOCAL_LIMIT_EXCEEDED,
+        )
+    return None
+
+
 CHECKS: tuple[Check, ...] = (
     check_called_ae,
     check_registered_device,
     check_source_address,
+    check_tls_required,
+    check_tls_certificate,
+    check_user_identity,
     check_posture,
+    check_association_limits,
 )
 
 

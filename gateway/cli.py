@@ -158,12 +158,15 @@ def status() -> None:
 
 
 def _portal_line(s: Settings) -> str:
+    from gateway.pki import portal_certificate
+
     p = s.portal
-    if p.tls_cert_file is not None:
-        return f"https://{p.host}:{p.port}"
+    found = portal_certificate(s.home, p.tls_cert_file, p.tls_key_file)
+    if found is not None:
+        return f"https://{p.host}:{p.port} (certificate {found[0]})"
     if p.allow_plain_http:
         return f"http://{p.host}:{p.port} (plain HTTP: development only)"
-    return "off (no portal.tls_cert_file): posture reports cannot be received"
+    return "off (no certificate: run 'ztbridge ca init'): posture reports cannot be received"
 
 
 @device_app.command("add")
@@ -190,18 +193,96 @@ def device_add(
             help="write the device's new posture signing key here (0600, never overwritten)",
         ),
     ] = None,
+    require_tls: Annotated[
+        bool, typer.Option("--require-tls", help="refuse this device over plain TCP")
+    ] = False,
+    cert_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--cert-out",
+            help="issue a TLS client certificate to this file (its key goes beside, .key);"
+            " needs the CA passphrase (ZTBRIDGE_CA_PASSPHRASE)",
+        ),
+    ] = None,
+    cert_days: Annotated[int, typer.Option("--cert-days", help="certificate validity")] = 730,
+    user_identity: Annotated[
+        str,
+        typer.Option(
+            "--user-identity",
+            help="require DICOM user identity: 'passcode' (username + passcode) or 'jwt'",
+        ),
+    ] = "none",
+    username: Annotated[
+        str | None, typer.Option("--username", help="passcode: user name (default: AE title)")
+    ] = None,
+    passcode_file: Annotated[
+        Path | None,
+        typer.Option("--passcode-file", help="passcode: first line of FILE (default: generated)"),
+    ] = None,
+    jwt_key: Annotated[
+        Path | None, typer.Option("--jwt-key", help="jwt: issuer public key (PEM, Ed25519/P-256)")
+    ] = None,
+    jwt_issuer: Annotated[str | None, typer.Option("--jwt-issuer", help="jwt: iss claim")] = None,
+    jwt_audience: Annotated[
+        str | None, typer.Option("--jwt-audience", help="jwt: aud claim (default: our AE)")
+    ] = None,
+    jwt_subject: Annotated[
+        str | None, typer.Option("--jwt-subject", help="jwt: required sub claim (optional)")
+    ] = None,
 ) -> None:
-    """Register a device allowed to send (AE title + source addresses + posture policy)."""
+    """Register a device allowed to send: AE title, source addresses, posture policy,
+    and optionally DICOM TLS and user identity."""
+    from gateway import enrollment
+    from gateway.cli_pki import ca_passphrase
+
+    if user_identity not in ("none", "passcode", "jwt"):
+        raise fail("--user-identity is 'passcode' or 'jwt'")
+    options = enrollment.EnrollOptions(
+        require_tls=require_tls,
+        cert_out=cert_out,
+        cert_days=cert_days,
+        user_identity=user_identity,  # type: ignore[arg-type]
+        username=username,
+        passcode_file=passcode_file,
+        jwt_key=jwt_key,
+        jwt_issuer=jwt_issuer,
+        jwt_audience=jwt_audience,
+        jwt_subject=jwt_subject,
+    )
     with gateway(create=True) as gw:
         policy = posture_policy or gw.settings.posture.default_policy
+        prepared = enrollment.prepare(
+            gw, ae, options, ca_passphrase()[0] if cert_out is not None else None
+        )
         d, fp = gw.posture.add_device(ae, ip, name, actor(), policy, posture_key_out)
+        try:
+            done = enrollment.apply(gw, d, prepared, actor())
+        except ZtbridgeError:
+            gw.devices.remove(str(d.id), actor())  # all or nothing
+            if posture_key_out is not None:
+                posture_key_out.unlink(missing_ok=True)
+            raise
         out.print(
             f"device {d.id} registered in {gw.settings.home}: AE {d.ae_title!r} from "
             + ", ".join(str(n) for n in d.networks)
         )
-        s = gw.settings.dicom
+        s = gw.settings
+        port = f"port {s.dicom.port}"
+        if done.cert_path is not None:
+            out.print(
+                f"TLS client certificate {done.cert_path}, key {done.key_path}"
+                f" (SHA-256 {done.fingerprint}); CA certificate {s.home / 'tls' / 'ca.pem'}"
+            )
+        if require_tls or done.cert_path is not None:
+            port = f"DICOM TLS port {s.tls.port}"
+        if done.generated_passcode:
+            err.print(
+                "The device's passcode is shown only now; enter it in the modality:\n\n"
+                f"    {done.generated_passcode}\n",
+                highlight=False,
+            )
         out.print(
-            f"Configure the modality to send to AE title {s.ae_title!r}, port {s.port}"
+            f"Configure the modality to send to AE title {s.dicom.ae_title!r}, {port}"
             f" of this host, calling AE title {d.ae_title!r}."
         )
         print_enrollment(gw, d.ae_title, policy, posture_key_out, fp)
@@ -235,11 +316,19 @@ def print_enrollment(
 @device_app.command("list")
 def device_list() -> None:
     """List registered devices."""
+    from gateway.credentials import CredentialStore
+    from gateway.identity import describe
+
     with gateway() as gw:
         policies = gw.posture.policies_by_device()
-        table = Table("id", "AE title", "allowed from", "name", "active", "posture")
+        creds = CredentialStore(gw.db, gw.audit, gw.clock)
+        table = Table(
+            "id", "AE title", "allowed from", "name", "active", "posture", "TLS", "user identity"
+        )
         for d in gw.devices.list():
             policy = policies.get(d.id)
+            c = creds.get(d.id)
+            tls = "required" if c.require_tls else "optional"
             table.add_row(
                 str(d.id),
                 d.ae_title,
@@ -247,6 +336,8 @@ def device_list() -> None:
                 d.name,
                 "yes" if d.active else "no",
                 "none (not required)" if policy == NO_POLICY else (policy or "not enrolled"),
+                f"{tls}, {len(c.fingerprints)} cert(s)",
+                describe(c.identity) if c.identity else "-",
             )
         out.print(table)
 
@@ -456,3 +547,7 @@ def run(entry: Callable[[], T]) -> T:
         return entry()
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+
+
+# The DICOM TLS commands (ca ..., device cert/tls/revoke-certs) register themselves on import.
+from gateway import cli_pki  # noqa: E402,F401

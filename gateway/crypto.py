@@ -9,6 +9,9 @@
 * Device posture signatures: Ed25519 (RFC 8032) over a message the caller builds; the private
   key travels as an unencrypted PKCS#8 PEM file (the agent runs unattended, so the file's
   owner-only mode is its protection), the public key is the raw 32 bytes.
+* X.509 (for DICOM TLS): RSA key generation and certificate signing; ``gateway.pki`` builds
+  the certificates themselves with ``cryptography.x509``.
+* Device user identity: argon2id passcode hashes, and JWS verification of JSON Web Tokens.
 """
 
 from __future__ import annotations
@@ -20,14 +23,18 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from argon2.low_level import Type, hash_secret_raw
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives import hpke, serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
+from cryptography.hazmat.primitives import hashes, hpke, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mlkem, rsa, x25519
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gateway.errors import ConfigError, CryptoError, InvalidEnvelopeError
+from gateway.errors import ConfigError, CryptoError, InvalidEnvelopeError, InvalidInputError
 
 KemName = Literal["x25519", "mlkem768-x25519"]
 
@@ -305,3 +312,205 @@ def verify_ed25519(public: bytes, message: bytes, signature: bytes) -> bool:
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+# --- X.509 keys and signatures (gateway/pki.py builds the certificates) ------------------
+#
+# RSA everywhere, SHA-256 signatures (sha256WithRSAEncryption). DICOM's BCP 195 profiles
+# (PS3.15 B.9-B.11) name TLS_ECDHE_RSA_* / TLS_DHE_RSA_* as the required TLS 1.2 suites, and
+# DCMTK's default "non-downgrading" profile offers only those: a server key that is not RSA
+# would leave TLS 1.2 modalities nothing to negotiate. Client keys are RSA too, because old
+# modality TLS stacks accept nothing else. 3072 bits for the long-lived CA, 2048 for leaves.
+
+CA_KEY_BITS = 3072
+LEAF_KEY_BITS = 2048
+
+
+@dataclass(frozen=True)
+class CertKey:
+    """An RSA private key, opaque outside this module except for ``public`` (for x509 builders)."""
+
+    _key: rsa.RSAPrivateKey
+
+    @property
+    def public(self) -> rsa.RSAPublicKey:
+        """The public half, to pass to ``cryptography.x509`` builders."""
+        return self._key.public_key()
+
+
+def new_cert_key(bits: int = LEAF_KEY_BITS) -> CertKey:
+    """A fresh RSA key (public exponent 65537)."""
+    if bits < 2048:
+        raise CryptoError("RSA keys shorter than 2048 bits are not allowed (BCP 195)")
+    return CertKey(rsa.generate_private_key(public_exponent=65537, key_size=bits))
+
+
+def sign_certificate(builder: x509.CertificateBuilder, issuer: CertKey) -> x509.Certificate:
+    """Sign a certificate with SHA-256 (PKCS#1 v1.5: what every TLS stack verifies)."""
+    return builder.sign(issuer._key, hashes.SHA256())
+
+
+def certificate_pem(cert: x509.Certificate) -> bytes:
+    """PEM encoding of a certificate."""
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def certificate_der(cert: x509.Certificate) -> bytes:
+    """DER encoding of a certificate (what TLS puts on the wire; fingerprints hash this)."""
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def private_key_pem(key: CertKey) -> bytes:
+    """Unencrypted PKCS#8 PEM, for keys a machine must load unattended (written 0600)."""
+    return key._key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def protect_cert_key(key: CertKey, passphrase: str, purpose: str) -> str:
+    """JSON document with the key's PKCS#8 DER sealed under an argon2id-derived key.
+
+    Our own format rather than encrypted PEM: PEM's PBKDF2 is far cheaper to brute-force
+    than argon2id, and this matches how the custodian key is kept.
+    """
+    salt = os.urandom(16)
+    sealed = seal(
+        _kdf(passphrase, salt, _ARGON2),
+        b"\0" * KEY_ID_BYTES,
+        key._key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    doc = {
+        "format": "ztbridge-signing-key-v1",
+        "purpose": purpose,
+        "algorithm": f"rsa{key._key.key_size}",
+        "kdf": {"name": "argon2id", "salt": _b64(salt), **_ARGON2},
+        "private_sealed": _b64(sealed),
+    }
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def unlock_cert_key(document: str, passphrase: str) -> CertKey:
+    """Open a document made by ``protect_cert_key``; wrong passphrase: InvalidEnvelopeError."""
+    try:
+        doc = json.loads(document)
+        if doc.get("format") != "ztbridge-signing-key-v1":
+            raise ValueError("format")
+        kdf = doc["kdf"]
+        salt = base64.b64decode(kdf["salt"])
+        sealed = base64.b64decode(doc["private_sealed"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError("key file is damaged or not a ztbridge signing key") from e
+    der = open_sealed(_kdf(passphrase, salt, kdf), sealed)
+    try:
+        key = serialization.load_der_private_key(der, password=None)
+    except ValueError as e:
+        raise ConfigError("key file holds no usable private key") from e
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ConfigError("key file holds a key that is not RSA")
+    return CertKey(key)
+
+
+# --- user identity: passcodes and JSON Web Tokens ----------------------------------------
+
+# OWASP's argon2id floor (19 MiB, t=2, p=1): a passcode is checked once per association, and
+# a hostile peer that passes the address and certificate checks can make us run it, so the
+# cost per check is kept modest (and callers bound how many run at once).
+_PASSCODES = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+
+
+def hash_passcode(passcode: str) -> str:
+    """An argon2id hash (PHC string, salt and parameters included) of a device passcode."""
+    if not passcode:
+        raise InvalidInputError("a passcode cannot be empty")
+    return _PASSCODES.hash(passcode)
+
+
+def verify_passcode(encoded: str, passcode: str) -> bool:
+    """Whether ``passcode`` matches an ``hash_passcode`` result (constant-time inside argon2)."""
+    try:
+        return _PASSCODES.verify(encoded, passcode)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+JwtAlg = Literal["EdDSA", "ES256"]
+
+
+@dataclass(frozen=True)
+class JwtKey:
+    """A token issuer's public key and the one JWS algorithm it may be used with."""
+
+    alg: JwtAlg
+    _key: ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+    pem: str
+
+
+def load_jwt_key(pem: str) -> JwtKey:
+    """An issuer public key (PEM SubjectPublicKeyInfo): Ed25519 → EdDSA, P-256 → ES256.
+
+    The algorithm comes from the key, never from a token header: a token that names another
+    algorithm (``none``, ``HS256`` with the public key as secret, ...) is refused outright.
+    """
+    try:
+        key = serialization.load_pem_public_key(pem.encode())
+    except (ValueError, TypeError) as e:
+        raise InvalidInputError("not a PEM public key ('-----BEGIN PUBLIC KEY-----')") from e
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return JwtKey("EdDSA", key, pem)
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return JwtKey("ES256", key, pem)
+    raise InvalidInputError("JWT issuer key must be Ed25519 (EdDSA) or EC P-256 (ES256)")
+
+
+MAX_JWT_BYTES = 8192
+
+
+def _b64url(part: str) -> bytes:
+    if not part or "=" in part or not all(c.isalnum() or c in "-_" for c in part):
+        raise CryptoError("token is not base64url")
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def verify_jws(token: str, key: JwtKey) -> dict[str, Any]:
+    """Verify a compact JWS with ``key`` and return its JSON claims; CryptoError if not valid.
+
+    Checks only the signature and the header's algorithm; the claims (issuer, audience,
+    expiry) are policy and are checked by ``gateway.identity``.
+    """
+    if len(token) > MAX_JWT_BYTES:
+        raise CryptoError(f"token longer than {MAX_JWT_BYTES} bytes")
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise CryptoError("token is not a compact JWS (header.payload.signature)")
+    try:
+        header = json.loads(_b64url(parts[0]))
+        claims = json.loads(_b64url(parts[1]))
+    except ValueError as e:
+        raise CryptoError("token header or payload is not JSON") from e
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise CryptoError("token header and payload must be JSON objects")
+    if header.get("alg") != key.alg:
+        raise CryptoError(f"token algorithm {header.get('alg')!r} is not the issuer's {key.alg}")
+    if "crit" in header:
+        raise CryptoError("token has critical header extensions we do not understand")
+    signed = f"{parts[0]}.{parts[1]}".encode()
+    signature = _b64url(parts[2])
+    try:
+        if isinstance(key._key, ed25519.Ed25519PublicKey):
+            key._key.verify(signature, signed)
+        else:
+            if len(signature) != 64:
+                raise CryptoError("ES256 signature must be 64 bytes (r || s)")
+            der = encode_dss_signature(
+                int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+            )
+            key._key.verify(der, signed, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature as e:
+        raise CryptoError("token signature does not verify with the issuer's key") from e
+    return claims

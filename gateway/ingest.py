@@ -170,6 +170,16 @@ class Ingestor:
                 incoming.declared_sop_instance,
             )
 
+    @property
+    def max_instance_bytes(self) -> int:
+        """The largest data set accepted, so the DICOM edge can stop buffering past it."""
+        return self._max_bytes
+
+    def refuse(self, reason: str, status: int, origin: Origin, sop_uid: str | None) -> Receipt:
+        """Refuse an instance that never reached ``ingest`` whole (the DICOM edge stopped
+        buffering it, e.g. past the size limit): logged and audited like any refusal."""
+        return self._refused(reason, status, origin, sop_uid)
+
     def _refused(self, reason: str, status: int, origin: Origin, sop_uid: str | None) -> Receipt:
         log.warning("refused instance %s from %s: %s", sop_uid, origin.actor, reason)
         try:

@@ -50,6 +50,14 @@ class DicomSettings(_Section):
         262144, ge=4096, le=4 * 1024 * 1024, description="largest P-DATA PDU we accept"
     )
     max_associations: int = Field(16, ge=1, le=1024)
+    max_associations_per_device: int = Field(4, ge=1, le=1024)
+    max_pending_connections: int = Field(
+        32, ge=1, le=4096, description="connections not yet associated; the oldest is dropped"
+    )
+    max_associate_rq_bytes: int = Field(
+        65536, ge=4096, le=1 << 20, description="largest A-ASSOCIATE-RQ PDU we read"
+    )
+    plain_tcp: bool = Field(True, description="serve DICOM over plain TCP on `port`")
     acse_timeout: float = Field(30.0, gt=0)
     dimse_timeout: float = Field(60.0, gt=0)
     network_timeout: float = Field(60.0, gt=0)
@@ -65,6 +73,15 @@ class DicomSettings(_Section):
     def _host(cls, v: str) -> str:
         ip_address(v)
         return v
+
+
+class TlsSettings(_Section):
+    """DICOM TLS (PS3.15 BCP 195 profiles: TLS 1.2 with their suites, and TLS 1.3)."""
+
+    enabled: Literal["auto", "on", "off"] = "auto"
+    port: int = Field(2762, ge=1, le=65535)
+    handshake_timeout: float = Field(10.0, gt=0, le=300)
+    min_version: Literal["1.2", "1.3"] = "1.2"
 
 
 class StoreSettings(_Section):
@@ -146,7 +163,9 @@ class Settings(BaseSettings):
     environment: Literal["development", "production"] = "development"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     custodian_passphrase: SecretStr | None = None
+    ca_passphrase: SecretStr | None = None
     dicom: DicomSettings = DicomSettings()
+    tls: TlsSettings = TlsSettings()
     store: StoreSettings = StoreSettings()
     index: IndexSettings = IndexSettings()
     crypto: CryptoSettings = CryptoSettings()
@@ -220,6 +239,12 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
             raise ConfigError(
                 "setting 'custodian_passphrase' is a placeholder; set ZTBRIDGE_CUSTODIAN_PASSPHRASE"
                 " to a real secret (or unset it to have one generated) before running in production"
+            )
+        ca_phrase = settings.ca_passphrase
+        if ca_phrase is not None and ca_phrase.get_secret_value() in _PLACEHOLDERS:
+            raise ConfigError(
+                "setting 'ca_passphrase' is a placeholder; set ZTBRIDGE_CA_PASSPHRASE to a real"
+                " secret before running in production"
             )
     if settings.environment == "production" and settings.portal.allow_plain_http:
         raise ConfigError(

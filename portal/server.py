@@ -14,13 +14,15 @@ import socket
 import ssl
 import threading
 import time
+from pathlib import Path
 from typing import Literal
 
 import uvicorn
 
 from gateway.errors import ConfigError
+from gateway.pki import portal_certificate
 from gateway.service import Gateway
-from gateway.settings import PortalSettings
+from gateway.settings import Settings
 from portal.app import create_app
 
 log = logging.getLogger("ztbridge.portal")
@@ -28,32 +30,40 @@ log = logging.getLogger("ztbridge.portal")
 Mode = Literal["https", "http"]
 
 
-def portal_mode(s: PortalSettings) -> Mode | None:
-    """How the portal is served, or None when it is off (no certificate, plain not allowed)."""
+def credentials(settings: Settings) -> tuple[Path, Path] | None:
+    """The portal's certificate and key: the settings', else the one ``ca init`` issued."""
+    s = settings.portal
     if (s.tls_cert_file is None) != (s.tls_key_file is None):
         raise ConfigError(
             "set both portal.tls_cert_file and portal.tls_key_file (or neither):"
             " ZTBRIDGE_PORTAL__TLS_CERT_FILE / ZTBRIDGE_PORTAL__TLS_KEY_FILE"
         )
-    if s.tls_cert_file is not None:
+    return portal_certificate(settings.home, s.tls_cert_file, s.tls_key_file)
+
+
+def portal_mode(settings: Settings) -> Mode | None:
+    """How the portal is served, or None when it is off (no certificate, plain not allowed)."""
+    if credentials(settings) is not None:
         return "https"
-    return "http" if s.allow_plain_http else None
+    return "http" if settings.portal.allow_plain_http else None
 
 
-def tls_context(s: PortalSettings) -> ssl.SSLContext:
+def tls_context(settings: Settings) -> ssl.SSLContext:
     """A server context: TLS 1.2 or 1.3 only, OpenSSL's secure defaults otherwise."""
-    assert s.tls_cert_file is not None and s.tls_key_file is not None
+    found = credentials(settings)
+    assert found is not None
+    cert_file, key_file = found
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
-        ctx.load_cert_chain(str(s.tls_cert_file), str(s.tls_key_file))
+        ctx.load_cert_chain(str(cert_file), str(key_file))
     except FileNotFoundError as e:
         raise ConfigError(
             f"portal.tls_cert_file / tls_key_file: {e.filename} does not exist"
         ) from e
     except ssl.SSLError as e:  # before OSError, of which it is a subclass
         raise ConfigError(
-            f"portal.tls_cert_file {s.tls_cert_file} and tls_key_file {s.tls_key_file}"
+            f"portal certificate {cert_file} and key {key_file}"
             f" are not a PEM certificate and its key: {e.reason or e}"
         ) from e
     except OSError as e:
@@ -85,7 +95,7 @@ class PortalServer:
         Raises OSError if the port cannot be bound, ConfigError for a bad certificate.
         """
         s = self.gateway.settings.portal
-        ctx = tls_context(s) if self.mode == "https" else None
+        ctx = tls_context(self.gateway.settings) if self.mode == "https" else None
         family = socket.AF_INET6 if ":" in s.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -47,9 +47,12 @@ def up() -> None:
             portal.stop()
         gw.close()
         raise fail(
-            f"cannot listen on {s.dicom.host}:{s.dicom.port}: {e.strerror}"
-            " (set ZTBRIDGE_DICOM__PORT or stop what uses the port)"
+            f"cannot listen on {e.filename}: {e.strerror} (set ZTBRIDGE_DICOM__PORT or"
+            " ZTBRIDGE_TLS__PORT, or stop what uses the port)"
         ) from None
+    except ZtbridgeError as e:
+        gw.close()
+        raise fail(str(e)) from None
     if not gw.devices.list():
         err.print(
             "No device is registered yet, so every association will be refused. Register one:\n"
@@ -57,9 +60,9 @@ def up() -> None:
             highlight=False,
         )
     log.info(
-        "ztbridge ready: DICOM %s on port %d, data in %s",
+        "ztbridge ready: AE title %s, %s, data in %s",
         s.dicom.ae_title,
-        s.dicom.port,
+        ", ".join(server.listening),
         s.home.resolve(),
     )
     try:
@@ -84,13 +87,14 @@ def start_portal(gw: Gateway) -> PortalServer | None:
     accepts connections the agents can report too. Off, loudly, without a certificate."""
     s = gw.settings.portal
     try:
-        mode = portal_mode(s)
+        mode = portal_mode(gw.settings)
         if mode is None:
             log.warning(
-                "portal OFF: no portal.tls_cert_file / tls_key_file, so posture reports cannot"
-                " be received and devices that require posture will be refused. Set both"
-                " (ZTBRIDGE_PORTAL__TLS_CERT_FILE, ZTBRIDGE_PORTAL__TLS_KEY_FILE), or"
-                " portal.allow_plain_http = true in development"
+                "portal OFF: no certificate, so posture reports cannot be received and devices"
+                " that require posture will be refused. Run 'ztbridge ca init' (the portal"
+                " then serves the gateway's server certificate), or set"
+                " portal.tls_cert_file / tls_key_file, or portal.allow_plain_http = true in"
+                " development"
             )
             return None
         portal = PortalServer(gw, mode)

@@ -143,3 +143,46 @@ posture_reports = Table(
     UniqueConstraint("device_id", "nonce", name="uq_posture_nonce"),
 )
 Index("ix_posture_latest", posture_reports.c.device_id, posture_reports.c.issued_ms)
+
+# DICOM TLS and user identity, per device (gateway/credentials.py). Tables of their own rather
+# than columns on ``devices``: there is no migration tool, and an existing index gains them
+# on open. Rows go with their device (ON DELETE CASCADE).
+device_tls = Table(
+    "device_tls",
+    metadata,
+    Column("device_id", Integer, ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
+    Column("require_tls", Boolean, nullable=False, default=False),
+)
+
+# Every client certificate issued to a device; admission accepts a TLS peer only if its
+# certificate's SHA-256 is here, active, for the calling AE title's device.
+device_certificates = Table(
+    "device_certificates",
+    metadata,
+    Column("fingerprint", String(64), primary_key=True),
+    Column(
+        "device_id",
+        Integer,
+        ForeignKey("devices.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("serial", String(40), nullable=False),
+    Column("not_after", String(40), nullable=False),
+    Column("issued_at", String(40), nullable=False),
+    Column("revoked_at", String(40), nullable=True),
+)
+
+# What a device must prove with DICOM User Identity Negotiation (gateway/identity.py).
+device_identity = Table(
+    "device_identity",
+    metadata,
+    Column("device_id", Integer, ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
+    Column("kind", String(16), nullable=False),  # "passcode" | "jwt"
+    Column("username", String(200), nullable=True),
+    Column("passcode_hash", Text, nullable=True),  # argon2id PHC string
+    Column("jwt_issuer", String(500), nullable=True),
+    Column("jwt_audience", String(200), nullable=True),
+    Column("jwt_subject", String(200), nullable=True),
+    Column("jwt_public_key", Text, nullable=True),  # PEM SubjectPublicKeyInfo
+)

@@ -5,15 +5,17 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway import crypto
 from gateway.errors import ConfigError, InvalidInputError, NotFoundError
+from gateway.pki import PkiPaths
 from gateway.posture.agent import Agent, GatewayClient, load_key
 from gateway.posture.report import parse_report, signature_valid
 from gateway.service import Gateway, open_gateway
-from gateway.settings import PortalSettings, load_settings
+from gateway.settings import PortalSettings, Settings, load_settings
 from portal.server import portal_mode, tls_context
 from tests.support.tls import self_signed
 
@@ -134,19 +136,38 @@ def test_agent_ca_file_must_load(tmp_path: Path) -> None:
 
 
 def test_portal_modes_and_certificates(tmp_path: Path) -> None:
-    assert portal_mode(PortalSettings()) is None
-    assert portal_mode(PortalSettings(allow_plain_http=True)) == "http"
+    def settings(**portal: Any) -> Settings:
+        return load_settings(home=tmp_path / "home", portal=PortalSettings(**portal))
+
+    assert portal_mode(settings()) is None
+    assert portal_mode(settings(allow_plain_http=True)) == "http"
     cert, key = self_signed(tmp_path)
     other_cert, _ = self_signed(tmp_path, "other")
-    good = PortalSettings(tls_cert_file=cert, tls_key_file=key)
+    good = settings(tls_cert_file=cert, tls_key_file=key)
     assert portal_mode(good) == "https"
     assert tls_context(good).minimum_version.name == "TLSv1_2"
     with pytest.raises(ConfigError, match=r"set both portal.tls_cert_file and"):
-        portal_mode(PortalSettings(tls_cert_file=cert))
+        portal_mode(settings(tls_cert_file=cert))
     with pytest.raises(ConfigError, match="does not exist"):
-        tls_context(PortalSettings(tls_cert_file=tmp_path / "none.crt", tls_key_file=key))
+        tls_context(settings(tls_cert_file=tmp_path / "none.crt", tls_key_file=key))
     with pytest.raises(ConfigError, match="are not a PEM certificate and its key"):
-        tls_context(PortalSettings(tls_cert_file=other_cert, tls_key_file=key))
+        tls_context(settings(tls_cert_file=other_cert, tls_key_file=key))
+
+
+def test_portal_serves_the_gateway_server_certificate_after_ca_init(tmp_path: Path) -> None:
+    """Without portal certificate settings, ``ca init``'s server certificate is used."""
+    s = load_settings(home=tmp_path / "home")
+    paths = PkiPaths(s.home)
+    for f in (paths.ca_key, paths.ca_cert, paths.server_key, paths.server_cert):
+        f.parent.mkdir(parents=True, exist_ok=True)
+    cert, key = self_signed(tmp_path)
+    paths.server_cert.write_bytes(cert.read_bytes())
+    paths.server_key.write_bytes(key.read_bytes())
+    assert portal_mode(s) is None, "half a PKI (no CA files) must not count"
+    paths.ca_key.write_text("x")
+    paths.ca_cert.write_text("x")
+    assert portal_mode(s) == "https"
+    assert tls_context(s).minimum_version.name == "TLSv1_2"
 
 
 def test_plain_http_is_refused_in_production(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,166 @@
+"""Enrolling a device's TLS certificate and user identity (``ztbridge device add``'s options).
+
+Two steps so nothing is half done: ``prepare`` checks every input and does the slow or
+failure-prone work (unlocking the CA, issuing the certificate in memory, hashing the passcode,
+reading the issuer key) *before* the device exists; ``apply`` then records it and writes the
+certificate and key files, which must not exist (checked in ``prepare``, enforced again by
+an exclusive create).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from gateway import crypto, pki
+from gateway.credentials import CredentialStore
+from gateway.devices import Device
+from gateway.errors import InvalidInputError
+from gateway.identity import JwtRequirement, PasscodeRequirement, Requirement
+from gateway.service import Gateway
+
+IdentityKind = Literal["none", "passcode", "jwt"]
+
+
+@dataclass(frozen=True)
+class EnrollOptions:
+    """What the administrator asked for."""
+
+    require_tls: bool = False
+    cert_out: Path | None = None
+    cert_days: int = pki.LEAF_DAYS
+    user_identity: IdentityKind = "none"
+    username: str | None = None
+    passcode_file: Path | None = None
+    jwt_key: Path | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_subject: str | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Checked inputs and the work done ahead of creating the device."""
+
+    options: EnrollOptions
+    issued: pki.Issued | None
+    identity: Requirement | None
+    generated_passcode: str | None
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    """What ``apply`` did, for the command's output."""
+
+    cert_path: Path | None
+    key_path: Path | None
+    fingerprint: str | None
+    generated_passcode: str | None
+
+
+def _check_out_files(cert_out: Path) -> tuple[Path, Path]:
+    key_out = pki.key_path_for(cert_out)
+    for path in (cert_out, key_out):
+        if path.exists():
+            raise InvalidInputError(f"{path} already exists: move it away or choose another name")
+        if not path.parent.is_dir():
+            raise InvalidInputError(f"folder {path.parent} does not exist")
+    return cert_out, key_out
+
+
+def issue_for(gw: Gateway, ae_title: str, passphrase: str | None, days: int) -> pki.Issued:
+    """Unlock the CA and issue a client certificate for ``ae_title`` (in memory)."""
+    authority = pki.unlock_ca(pki.PkiPaths(gw.settings.home), passphrase)
+    return pki.issue_device_cert(authority, ae_title, gw.clock, days)
+
+
+def _identity(gw: Gateway, ae: str, o: EnrollOptions) -> tuple[Requirement | None, str | None]:
+    if o.user_identity == "none":
+        stray = [
+            flag
+            for flag, value in (
+                ("--username", o.username),
+                ("--passcode-file", o.passcode_file),
+                ("--jwt-key", o.jwt_key),
+                ("--jwt-issuer", o.jwt_issuer),
+            )
+            if value is not None
+        ]
+        if stray:
+            raise InvalidInputError(
+                f"{', '.join(stray)} given without --user-identity passcode|jwt"
+            )
+        return None, None
+    if o.user_identity == "passcode":
+        generated = None
+        if o.passcode_file is not None:
+            try:
+                lines = o.passcode_file.read_text().splitlines()
+            except OSError as e:
+                raise InvalidInputError(f"cannot read {o.passcode_file}: {e.strerror}") from e
+            passcode = lines[0] if lines else ""
+            if len(passcode) < 8:
+                raise InvalidInputError(
+                    f"the passcode in {o.passcode_file} is shorter than 8 characters"
+                )
+        else:
+            generated = passcode = secrets.token_urlsafe(18)
+        username = o.username or ae
+        return PasscodeRequirement(username, crypto.hash_passcode(passcode)), generated
+    if o.jwt_key is None or not o.jwt_issuer:
+        raise InvalidInputError(
+            "--user-identity jwt needs --jwt-key FILE (the issuer's public key, PEM) and"
+            " --jwt-issuer NAME (the tokens' iss claim)"
+        )
+    try:
+        pem = o.jwt_key.read_text()
+    except OSError as e:
+        raise InvalidInputError(f"cannot read {o.jwt_key}: {e.strerror}") from e
+    crypto.load_jwt_key(pem)  # refuses a key that is not Ed25519 or P-256, up front
+    audience = o.jwt_audience or gw.settings.dicom.ae_title
+    return JwtRequirement(o.jwt_issuer, audience, pem, o.jwt_subject), None
+
+
+def prepare(
+    gw: Gateway, ae_title: str, options: EnrollOptions, ca_passphrase: str | None
+) -> Prepared:
+    """Check everything and do the work that can fail, before the device is created."""
+    if options.cert_out is not None:
+        _check_out_files(options.cert_out)
+    ident, generated = _identity(gw, ae_title, options)
+    issued = None
+    if options.cert_out is not None:
+        issued = issue_for(gw, ae_title, ca_passphrase, options.cert_days)
+    elif options.require_tls:
+        pki.load_ca_cert(pki.PkiPaths(gw.settings.home))  # TLS needs a CA: say so now
+    return Prepared(options, issued, ident, generated)
+
+
+def write_cert_files(cert_out: Path, issued: pki.Issued) -> tuple[Path, Path]:
+    """Write the certificate and its key, owner-only, refusing to overwrite either."""
+    cert_path, key_path = _check_out_files(cert_out)
+    pki.write_new_file(key_path, issued.key_pem)
+    pki.write_new_file(cert_path, issued.cert_pem)
+    return cert_path, key_path
+
+
+def apply(gw: Gateway, device: Device, prepared: Prepared, actor: str) -> Enrolled:
+    """Record the device's credentials and write its certificate files."""
+    store = CredentialStore(gw.db, gw.audit, gw.clock)
+    o = prepared.options
+    if o.require_tls:
+        store.set_require_tls(device.id, device.ae_title, True, actor)
+    if prepared.identity is not None:
+        store.set_identity(device.id, device.ae_title, prepared.identity, actor)
+    cert_path = key_path = None
+    if prepared.issued is not None and o.cert_out is not None:
+        store.add_certificate(device.id, device.ae_title, prepared.issued, actor, False)
+        cert_path, key_path = write_cert_files(o.cert_out, prepared.issued)
+    return Enrolled(
+        cert_path,
+        key_path,
+        prepared.issued.fingerprint if prepared.issued else None,
+        prepared.generated_passcode,
+    )
