@@ -101,7 +101,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     gw.cli("ca", "init", "--host", "localhost", "--host", "127.0.0.1")
 
     def add(ae: str, *options: str) -> None:
-        gw.cli("device", "add", "--ae", ae, "--ip", "127.0.0.1", *options)
+        gw.cli(
+            "device", "add", "--posture-policy", "none", "--ae", ae, "--ip", "127.0.0.1", *options
+        )
 
     add("CT01", "--require-tls", "--cert-out", str(certs / "ct01.pem"))
     (certs / "mr01.pass").write_text(MR_PASSCODE + "\n")
@@ -134,6 +136,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     other.cli(
         "device",
         "add",
+        "--posture-policy",
+        "none",
         "--ae",
         "CT01",
         "--ip",
@@ -199,6 +203,8 @@ def test_files_written_owner_only_and_never_overwritten(site: Site) -> None:
     again = site.gw.cli(
         "device",
         "add",
+        "--posture-policy",
+        "none",
         "--ae",
         "CT09",
         "--ip",
@@ -368,6 +374,8 @@ def test_certificate_rotation_revokes_the_old_one(site: Site) -> None:
     site.gw.cli(
         "device",
         "add",
+        "--posture-policy",
+        "none",
         "--ae",
         "CR01",
         "--ip",
@@ -401,6 +409,8 @@ def test_plain_tcp_can_be_switched_off(tmp_path: Path) -> None:
     gw.cli(
         "device",
         "add",
+        "--posture-policy",
+        "none",
         "--ae",
         "CT01",
         "--ip",

@@ -39,8 +39,30 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
         ZTBRIDGE_DICOM__NETWORK_TIMEOUT="5",
         ZTBRIDGE_INGEST__MAX_INSTANCE_MB="1",
     )
-    g.cli("device", "add", "--ae", "STORESCU", "--ip", "127.0.0.1", "--name", "real modality")
-    g.cli("device", "add", "--ae", "HOSTILE", "--ip", "127.0.0.1", "--name", "compromised")
+    g.cli(
+        "device",
+        "add",
+        "--posture-policy",
+        "none",
+        "--ae",
+        "STORESCU",
+        "--ip",
+        "127.0.0.1",
+        "--name",
+        "real modality",
+    )
+    g.cli(
+        "device",
+        "add",
+        "--posture-policy",
+        "none",
+        "--ae",
+        "HOSTILE",
+        "--ip",
+        "127.0.0.1",
+        "--name",
+        "compromised",
+    )
     with running(g):
         yield g
 

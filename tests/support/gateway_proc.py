@@ -92,6 +92,10 @@ def make_gateway(tmp: Path, name: str = "zt", **extra_env: str) -> GatewayProces
         "ZTBRIDGE_HOME": str(tmp / name),
         "ZTBRIDGE_DICOM__PORT": str(port),
         "ZTBRIDGE_DICOM__HOST": "127.0.0.1",
+        # Every gateway gets its own ports: the portal starts by itself once a CA exists.
+        "ZTBRIDGE_PORTAL__HOST": "127.0.0.1",
+        "ZTBRIDGE_PORTAL__PORT": str(free_port()),
+        "ZTBRIDGE_TLS__PORT": str(free_port()),
         "ZTBRIDGE_CUSTODIAN_PASSPHRASE": PASSPHRASE,
         **extra_env,
     }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from ipaddress import ip_network
 
 import pytest
@@ -13,6 +13,7 @@ from gateway.admission import AssociationFacts, RejectReason, decide
 from gateway.credentials import DeviceCredentials
 from gateway.devices import Device
 from gateway.identity import Claim, PasscodeRequirement
+from gateway.posture.status import PostureStatus
 
 CT = Device(1, "CT01", "CT", (ip_network("10.0.0.0/24"),), True)
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -23,8 +24,18 @@ WITH_ID = DeviceCredentials(fingerprints=frozenset({MINE}), identity=PASS)
 GOOD_ID = Claim(2, b"CT01", b"s3cret-passcode", wants_response=True)
 BAD_ID = Claim(2, b"CT01", b"guess", wants_response=False)
 
+# A healthy posture, so these cases isolate the TLS, identity and limit checks.
+HEALTHY = PostureStatus("default", timedelta(minutes=5), NOW - timedelta(seconds=30), True)
 BASE = AssociationFacts(
-    "CT01", "ZTBRIDGE", "10.0.0.9", "ZTBRIDGE", CT, now=NOW, max_associations=8, max_per_device=2
+    "CT01",
+    "ZTBRIDGE",
+    "10.0.0.9",
+    "ZTBRIDGE",
+    CT,
+    posture=HEALTHY,
+    now=NOW,
+    max_associations=8,
+    max_per_device=2,
 )
 
 
