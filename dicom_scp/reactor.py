@@ -10,10 +10,11 @@ Here the same loops block instead: the DUL thread in ``select`` on the peer's so
 wake-up socket that rings when anything is queued for it, the association thread on an
 event that rings when a DIMSE message or an ACSE primitive arrives. Every decision inside
 the loops is pynetdicom's own code, copied from 3.0 with only the waits changed; timers
-(ARTIM, network idle) and kills are still noticed within ``MAX_WAIT``. The receive loop also
-reads straight into one buffer instead of 4 KiB pieces. Installed per association from the
-``EVT_CONN_OPEN`` handler, before the association's threads start; any pynetdicom other
-than the versions this was checked against keeps its stock loops (with a warning).
+(ARTIM, network idle) and kills are still noticed within ``MAX_WAIT``. (Reading a PDU is
+``guard.BoundedDUL``'s job: one preallocated buffer, length checked first.) Installed per
+association from the ``EVT_CONN_OPEN`` handler, before the association's threads start; any
+pynetdicom other than the versions this was checked against keeps its stock loops (with a
+warning).
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ log = logging.getLogger("ztbridge.dicom")
 CHECKED_VERSIONS = ("3.0.4",)
 #: Longest a loop blocks without an event: bounds how late a timer or a kill is noticed.
 MAX_WAIT = 0.02
-_RECV_CHUNK = 1 << 20
 
 
 def supported() -> bool:
@@ -133,29 +133,7 @@ def accelerate(assoc: Any) -> bool:
 
     dul.stop_dul, dul.kill_dul = stop_dul, kill_dul
     assoc._run_reactor = MethodType(lambda self: _association_reactor(self, bell), assoc)
-    if dul.socket is not None:
-        dul.socket.recv = MethodType(_recv, dul.socket)
     return True
-
-
-def _recv(self: Any, nr_bytes: int) -> bytearray:
-    """``AssociationSocket.recv``: read ``nr_bytes`` (fewer only if the peer closed).
-
-    pynetdicom reads 4 KiB a call and appends; a 512 KiB instance is then 128 system calls
-    and 128 reallocations. This fills one preallocated buffer with large reads.
-    """
-    sock = self.socket
-    buf = bytearray(nr_bytes)
-    view = memoryview(buf)
-    got = 0
-    while got < nr_bytes:
-        n = sock.recv_into(view[got:], min(nr_bytes - got, _RECV_CHUNK))
-        if not n:
-            del view
-            del buf[got:]
-            return buf
-        got += n
-    return buf
 
 
 def _wait_for_peer(dul: Any, wake: _WakeSocket) -> None:
