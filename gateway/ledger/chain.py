@@ -110,6 +110,25 @@ class Chain:
             self._chain_id = int(self.call_node(lambda: self.w3.eth.chain_id, "eth_chainId"))
         return self._chain_id
 
+    def genesis_hash(self) -> bytes:
+        """Hash of block 0: with the chain id, what tells one chain from another."""
+        block = self.call_node(lambda: self.w3.eth.get_block(0), "eth_getBlockByNumber")
+        return bytes(block["hash"])
+
+    def has_code(self, address: str) -> bool:
+        """Whether a contract is deployed at ``address``."""
+        checksum = Web3.to_checksum_address(address)
+        return len(self.call_node(lambda: self.w3.eth.get_code(checksum), "eth_getCode")) > 0
+
+    def nonce(self, address: str) -> int:
+        """Transactions ``address`` has had mined."""
+        checksum = Web3.to_checksum_address(address)
+        return int(
+            self.call_node(
+                lambda: self.w3.eth.get_transaction_count(checksum), "eth_getTransactionCount"
+            )
+        )
+
     def block_height(self) -> int:
         """The latest block number."""
         return int(self.call_node(lambda: self.w3.eth.block_number, "eth_blockNumber"))
@@ -181,7 +200,14 @@ class Chain:
             except BaseException:
                 self.nonces.forget(address)
                 raise
-        receipt = self.wait_for_receipt(tx_hash)
+        try:
+            receipt = self.wait_for_receipt(tx_hash)
+        except LedgerError:
+            # The transaction may never land (a node restarted without its mempool): re-read
+            # the nonce from the node next time rather than leave a gap no later one can fill.
+            with self.nonces.lock(address):
+                self.nonces.forget(address)
+            raise
         if receipt["status"] != 1:
             raise self._replay_revert(tx, receipt, decoder)
         return receipt

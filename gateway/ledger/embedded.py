@@ -66,6 +66,7 @@ class EmbeddedChain(Chain):
         retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        read_only: bool = False,
     ) -> None:
         params = PyEVMBackend.generate_genesis_params(overrides={"timestamp": GENESIS_TIMESTAMP})
         self._backend = _DeterministicBackend(genesis_parameters=params)
@@ -81,8 +82,9 @@ class EmbeddedChain(Chain):
         self._lock = threading.RLock()
         self._journal = Journal(journal_path) if journal_path is not None else None
         self.replayed = 0
+        self.read_only = read_only
         if self._journal is not None:
-            for entry in self._journal.read():
+            for entry in self._journal.read(truncate=not read_only):
                 self._apply(entry.timestamp, entry.raw_tx, expect=entry.block_hash)
                 self.replayed += 1
 
@@ -104,6 +106,8 @@ class EmbeddedChain(Chain):
 
     def submit(self, raw: bytes) -> bytes:
         """Mine ``raw`` in its own block at a pinned timestamp, then journal it (fsync'd)."""
+        if self.read_only:
+            raise LedgerConfigError("this embedded chain was opened read-only (a replayed copy)")
         with self._lock:
             timestamp = max(int(self.clock()), self._backend.head_timestamp() + 1)
             tx_hash, block_hash = self._apply(timestamp, raw, expect=None)
