@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from gateway.anchoring.service import Anchoring
 from gateway.audit import AuditLog
 from gateway.clock import Clock, SystemClock
 from gateway.devices import DeviceRegistry
@@ -20,6 +21,7 @@ from gateway.errors import ConfigError, StorageError
 from gateway.index.database import Database
 from gateway.ingest import Ingestor
 from gateway.keys import CustodianPublic, StudyKeyCache, ensure_custodian
+from gateway.ledger.accounts import GatewayAccounts, ensure_accounts
 from gateway.settings import Settings
 from gateway.store.base import ContentStore
 from gateway.store.blockstore import PackBlockStore
@@ -58,6 +60,8 @@ class Gateway:
     keys: StudyKeyCache
     ingestor: Ingestor
     generated_passphrase: str | None = field(default=None, repr=False)
+    accounts: GatewayAccounts | None = field(default=None, repr=False)
+    anchoring: Anchoring | None = None
 
     @property
     def keys_dir(self) -> Path:
@@ -87,6 +91,7 @@ def open_gateway(
         settings.custodian_passphrase.get_secret_value() if settings.custodian_passphrase else None
     )
     custodian, generated = ensure_custodian(home / "keys", settings.crypto.kem, passphrase)
+    accounts = ensure_accounts(home / "keys", custodian) if settings.ledger.enabled else None
     db = Database(settings.index_url)
     try:
         store = open_store(settings, store_access)
@@ -102,6 +107,9 @@ def open_gateway(
     audit = AuditLog(db, clock)
     keys = StudyKeyCache(custodian, clock, settings.ingest.study_key_idle_seconds)
     ingestor = Ingestor(db, store, keys, audit, clock, settings.ingest.max_instance_mb << 20)
+    anchoring = None
+    if accounts is not None:
+        anchoring = Anchoring(settings, db, store, keys, custodian, audit, clock, accounts)
     return Gateway(
         settings=settings,
         clock=clock,
@@ -113,4 +121,6 @@ def open_gateway(
         keys=keys,
         ingestor=ingestor,
         generated_passphrase=generated,
+        accounts=accounts,
+        anchoring=anchoring,
     )

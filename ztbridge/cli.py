@@ -10,7 +10,9 @@ from types import FrameType
 
 import typer
 
+import gateway.chain_cli  # noqa: F401  (registers 'chain' and 'verify')
 from dicom_scp.server import DicomServer
+from gateway.anchoring.worker import AnchorWorker
 from gateway.cli import announce_passphrase, app, err, fail, settings, setup_logging
 from gateway.errors import ZtbridgeError
 from gateway.service import open_gateway
@@ -46,6 +48,9 @@ def up() -> None:
             f"cannot listen on {s.dicom.host}:{s.dicom.port}: {e.strerror}"
             " (set ZTBRIDGE_DICOM__PORT or stop what uses the port)"
         ) from None
+    worker = AnchorWorker(gw.anchoring) if gw.anchoring is not None else None
+    if worker is not None:
+        worker.start()
     if not gw.devices.list():
         err.print(
             "No device is registered yet, so every association will be refused. Register one:\n"
@@ -68,6 +73,8 @@ def up() -> None:
         log.info("signal %d: stopping", stopping[0])
     finally:
         server.stop()
+        if worker is not None:
+            worker.stop()
         gw.close()
         log.info("ztbridge stopped")
     raise typer.Exit(0)
