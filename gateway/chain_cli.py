@@ -99,8 +99,7 @@ def _deploy_rpc(
     chain = rpc_chain(url, request_timeout=s.request_timeout, receipt_timeout=s.receipt_timeout)
     try:
         accounts = anchoring.accounts
-        genesis = "0x" + chain.genesis_hash().hex()
-        existing = find_deployment(gw.db, "rpc", chain.chain_id, genesis)
+        existing = find_deployment(gw.db, "rpc", chain)
         if existing is not None:
             check_deployment(chain, existing, url)
             out.print(f"already deployed on this chain at {existing.address}; nothing to do")

@@ -112,6 +112,9 @@ class LedgerSettings(_Section):
     audit_every_events: int = Field(1000, ge=1)
     audit_every_seconds: float = Field(300.0, gt=0)
     retry_max_seconds: float = Field(60.0, gt=0, description="backoff cap, chain unreachable")
+    defer_while_busy_seconds: float = Field(
+        30.0, ge=0, description="hold transactions back this long while instances arrive"
+    )
     poll_seconds: float = Field(1.0, gt=0)
 
     @field_validator("rpc_url")

@@ -79,6 +79,10 @@ class Anchoring:
         self._released: set[str] = set()
         self._guard = threading.Lock()
         self._low = 0
+        self._last_max_id: int | None = None
+        self._moved_at = -math.inf
+        #: Whether new instances arrived within the last poll period (ingest is busy).
+        self.ingest_moving = False
         self._last_audit = clock.monotonic()
         self.on_work: Callable[[], None] = lambda: None
 
@@ -123,6 +127,11 @@ class Anchoring:
                 self.settings.ledger.anchor_idle_seconds,
             )
         sealed = self.sealer.seal_many(due, self.owner_of)
+        now = self.clock.monotonic()
+        if self._last_max_id is not None and scan.max_id != self._last_max_id:
+            self._moved_at = now
+        self._last_max_id = scan.max_id
+        self.ingest_moving = now - self._moved_at < self.settings.ledger.poll_seconds
         nxt = scan.first_unbatched - 1 if scan.first_unbatched is not None else scan.max_id
         self._low = max(0, min(nxt, scan.max_id - SWEEP_OVERLAP))
         if sealed:

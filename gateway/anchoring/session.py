@@ -2,7 +2,8 @@
 
 The embedded chain deploys itself on first connection (the first ``ztbridge up``); a JSON-RPC
 chain must have been deployed to with ``ztbridge chain deploy --rpc URL``, and is checked to be
-that same chain (chain id, genesis hash, code at the address) before anything is sent to it.
+that same chain (chain id, hash of the deployment block, code at the address) before anything
+is sent to it.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def connect(
             retry=RetryPolicy(attempts=3, base_delay=0.5, max_delay=2.0),
             sleep=sleep,
         )
-        found = find_deployment(db, "rpc", chain.chain_id, "0x" + chain.genesis_hash().hex())
+        found = find_deployment(db, "rpc", chain)
         if found is None:
             raise LedgerConfigError(
                 f"no registry was deployed to the chain at {url} (chain id {chain.chain_id}):"

@@ -42,6 +42,7 @@ class AnchorWorker:
         self._failures = 0
         self._retry_at = 0.0
         self._last_problem = ""
+        self._busy_since: float | None = None
         anchoring.on_work = self._wake.set
 
     def start(self) -> None:
@@ -92,7 +93,8 @@ class AnchorWorker:
             log.error("sealing batches failed: %s", e)
         except Exception:
             log.exception("sealing batches failed")
-        if self.anchoring.clock.monotonic() < self._retry_at or self._stop.is_set():
+        now = self.anchoring.clock.monotonic()
+        if now < self._retry_at or self._stop.is_set() or self._yield_to_ingest(now):
             return
         try:
             session = self._session or self._connect()
@@ -110,6 +112,24 @@ class AnchorWorker:
             log.info("ledger reachable again; anchoring resumed")
         self._failures = 0
         self._last_problem = ""
+
+    def _yield_to_ingest(self, now: float) -> bool:
+        """Hold transactions back while instances keep arriving (bounded; see settings).
+
+        Why: sending is CPU work in this process (signing, ABI encoding, and on the embedded
+        chain the EVM itself), and it competes with the DICOM threads for the interpreter.
+        Sealing is not held back, so every finished batch is already durable in the outbox.
+        """
+        limit = self.settings.defer_while_busy_seconds
+        if not self.anchoring.ingest_moving or limit <= 0:
+            self._busy_since = None
+            return False
+        if self._busy_since is None:
+            self._busy_since = now
+        if now - self._busy_since < limit:
+            return True
+        self._busy_since = None  # waited long enough: send this round, then defer again
+        return False
 
     def _connect(self) -> Session:
         lock = self.anchoring.lock

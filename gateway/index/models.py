@@ -111,14 +111,16 @@ audit_head = Table(
 # New tables only: existing databases gain them on open (create_all), nothing is altered.
 
 # Where the registry contract lives: one row per chain it was deployed to. The chain is
-# recognised by its chain id and genesis block hash (a reset dev chain has a new genesis).
+# recognised by its chain id and the hash of the block that deployed the contract (a reset or
+# foreign chain has another block there; the genesis hash is not used because anvil mints a
+# new genesis block at every restart from a --state file and may present it).
 ledger_deployments = Table(
     "ledger_deployments",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("backend", String(16), nullable=False),
     Column("chain_id", Integer, nullable=False),
-    Column("genesis_hash", String(66), nullable=False),
+    Column("deploy_block_hash", String(66), nullable=False),
     Column("address", String(42), nullable=False),
     Column("deploy_block", Integer, nullable=False),
     Column("rpc_url", String(500), nullable=True),
@@ -126,7 +128,7 @@ ledger_deployments = Table(
     Column("sender", String(42), nullable=False),
     Column("custodian", String(42), nullable=False),
     Column("created_at", String(40), nullable=False),
-    UniqueConstraint("backend", "chain_id", "genesis_hash", name="uq_deployment_chain"),
+    UniqueConstraint("backend", "chain_id", "deploy_block_hash", name="uq_deployment_chain"),
 )
 
 # The outbox of study anchors: one row per sealed batch, written in the same commit as the

@@ -18,7 +18,12 @@ from eth_account.signers.local import LocalAccount
 from eth_tester.exceptions import TransactionFailed
 from eth_typing import ChecksumAddress
 from web3 import Web3
-from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Exception
+from web3.exceptions import (
+    BlockNotFound,
+    ContractLogicError,
+    TransactionNotFound,
+    Web3Exception,
+)
 from web3.types import TxParams, TxReceipt, Wei
 
 from gateway.ledger.errors import LedgerError, LedgerRevertError, LedgerUnavailableError
@@ -29,7 +34,7 @@ from gateway.ledger.revert import ErrorDecoder
 REVERTS: tuple[type[BaseException], ...] = (TransactionFailed, ContractLogicError)
 
 #: Raised through ``call_node`` untouched: the caller decides what they mean.
-_PASSTHROUGH: tuple[type[BaseException], ...] = (*REVERTS, TransactionNotFound)
+_PASSTHROUGH: tuple[type[BaseException], ...] = (*REVERTS, TransactionNotFound, BlockNotFound)
 
 #: Headroom over the gas estimate: state can move between estimate and inclusion on a real node.
 GAS_HEADROOM = 1.2
@@ -110,9 +115,12 @@ class Chain:
             self._chain_id = int(self.call_node(lambda: self.w3.eth.chain_id, "eth_chainId"))
         return self._chain_id
 
-    def genesis_hash(self) -> bytes:
-        """Hash of block 0: with the chain id, what tells one chain from another."""
-        block = self.call_node(lambda: self.w3.eth.get_block(0), "eth_getBlockByNumber")
+    def block_hash(self, number: int) -> bytes | None:
+        """Hash of block ``number`` (None if the chain is not that long)."""
+        try:
+            block = self.call_node(lambda: self.w3.eth.get_block(number), "eth_getBlockByNumber")
+        except BlockNotFound:
+            return None
         return bytes(block["hash"])
 
     def has_code(self, address: str) -> bool:

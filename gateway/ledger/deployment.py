@@ -1,8 +1,9 @@
 """Where the registry lives, putting it there, and connecting to it.
 
-A deployment is recorded in the index (``ledger_deployments``) with the chain's id and genesis
-hash, so the gateway can tell "the node at this URL is the chain I deployed to" from "this is a
-fresh dev chain" or "someone pointed me at another network". Deploying is idempotent: the
+A deployment is recorded in the index (``ledger_deployments``) with the chain's id and the
+hash of the block that deployed the contract, so the gateway can tell "the node at this URL is
+the chain I deployed to" from "this is a fresh dev chain" or "someone pointed me at another
+network". Deploying is idempotent: the
 registry is always the admin account's first transaction on a chain, so after a crash between
 mining it and recording it, the contract is found again at its CREATE address instead of being
 deployed twice; user registrations are checked on-chain before each is sent.
@@ -47,7 +48,7 @@ class Deployment:
     id: int
     backend: str
     chain_id: int
-    genesis_hash: str
+    deploy_block_hash: str
     address: str
     deploy_block: int
     rpc_url: str | None
@@ -74,12 +75,16 @@ def latest_deployment(db: Database, backend: str) -> Deployment | None:
     return found[-1] if found else None
 
 
-def find_deployment(
-    db: Database, backend: str, chain_id: int, genesis_hash: str
-) -> Deployment | None:
-    """The deployment on the chain with this id and genesis, if any."""
-    for d in list_deployments(db):
-        if (d.backend, d.chain_id, d.genesis_hash) == (backend, chain_id, genesis_hash):
+def _hex(value: bytes | None) -> str | None:
+    return None if value is None else "0x" + value.hex()
+
+
+def find_deployment(db: Database, backend: str, chain: Chain) -> Deployment | None:
+    """The recorded deployment that ``chain`` holds (same id, same deploy block), if any."""
+    for d in reversed(list_deployments(db)):
+        if d.backend != backend or d.chain_id != chain.chain_id:
+            continue
+        if _hex(chain.block_hash(d.deploy_block)) == d.deploy_block_hash:
             return d
     return None
 
@@ -99,7 +104,7 @@ def record_deployment(
     values = {
         "backend": backend,
         "chain_id": chain.chain_id,
-        "genesis_hash": "0x" + chain.genesis_hash().hex(),
+        "deploy_block_hash": _hex(chain.block_hash(ledger.deploy_block)),
         "address": ledger.address,
         "deploy_block": ledger.deploy_block,
         "rpc_url": rpc_url,
@@ -212,13 +217,14 @@ def open_embedded(home: Path, *, read_only: bool = False, **options: Any) -> Emb
 
 def check_deployment(chain: Chain, deployment: Deployment, where: str) -> None:
     """Refuse a chain that is not the one ``deployment`` was made on."""
-    genesis = "0x" + chain.genesis_hash().hex()
-    if chain.chain_id != deployment.chain_id or genesis != deployment.genesis_hash:
+    found = _hex(chain.block_hash(deployment.deploy_block)) or "no such block"
+    if chain.chain_id != deployment.chain_id or found != deployment.deploy_block_hash:
         raise LedgerConfigError(
             f"{where} is not the chain the registry was deployed to (chain id"
-            f" {chain.chain_id}, genesis {genesis[:12]}…; recorded {deployment.chain_id},"
-            f" {deployment.genesis_hash[:12]}…): point [ledger] rpc_url at that chain, or run"
-            f" 'ztbridge chain deploy --rpc URL' to deploy to this one"
+            f" {chain.chain_id}, block {deployment.deploy_block} {found[:12]}…; recorded"
+            f" {deployment.chain_id}, {deployment.deploy_block_hash[:12]}…): point [ledger]"
+            " rpc_url at that chain, or run 'ztbridge chain deploy --rpc URL' to deploy to"
+            " this one"
         )
     if not chain.has_code(deployment.address):
         raise LedgerConfigError(

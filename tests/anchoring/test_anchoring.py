@@ -20,6 +20,7 @@ from gateway.anchoring.manifest import Capsule, Manifest, capsule_info, manifest
 from gateway.anchoring.outbox import ANCHORED, CONFLICT, PENDING, outbox_counts
 from gateway.anchoring.service import Anchoring
 from gateway.anchoring.session import Session
+from gateway.anchoring.worker import AnchorWorker
 from gateway.clock import FixedClock
 from gateway.errors import AuditError
 from gateway.importer import import_file
@@ -263,3 +264,27 @@ def test_idle_sweep_never_rescans_everything(
     ingest_study(gw, tmp_path / "b", 1)
     clock.advance(31)
     assert [b.instance_count for b in anchoring.seal_due()] == [1]
+
+
+def test_sending_yields_to_arriving_instances_for_a_bounded_time(
+    tmp_path: Path, clock: FixedClock
+) -> None:
+    gw = open_gw(tmp_path / "home", clock, defer_while_busy_seconds=3.0, poll_seconds=1.0)
+    try:
+        anchoring = anchoring_of(gw)
+        worker = AnchorWorker(anchoring)
+        anchoring.seal_due()
+        assert not anchoring.ingest_moving  # nothing seen arriving yet
+        held = []
+        for n in range(5):  # an instance arrives every poll: continuous traffic
+            ingest_study(gw, tmp_path / f"s{n}", 1)
+            anchoring.seal_due()
+            assert anchoring.ingest_moving
+            held.append(worker._yield_to_ingest(clock.monotonic()))
+            clock.advance(1.0)
+        assert held == [True, True, True, False, True]  # sent once the 3 s were up
+        anchoring.seal_due()  # a quiet poll: send at once
+        assert not anchoring.ingest_moving
+        assert not worker._yield_to_ingest(clock.monotonic())
+    finally:
+        gw.close()

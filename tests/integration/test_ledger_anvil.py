@@ -116,6 +116,14 @@ def test_anchors_wait_out_a_node_outage_and_land_once(
         assert settled(info, 4) and info["records_on_chain"] == 4
         assert info["audit_anchored_to"] == info["audit_head"]
         gw.cli("verify", "--study", late.study_uid)
+
+        # A node of another chain (a fresh dev chain) is refused, never written to.
+        stranger = Anvil(tmp_path / "other-state.json")
+        nodes.append(stranger)
+        gw.env["ZTBRIDGE_LEDGER__RPC_URL"] = stranger.url
+        refused_info = chain_info(gw)
+        assert refused_info["chain"].startswith("unavailable: no registry was deployed")
+        assert gw.cli("chain", "drain", check=False).returncode != 0
     finally:
         for node in nodes:
             node.stop()

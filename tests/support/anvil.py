@@ -13,6 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
+
 ANVIL_DIR = Path(__file__).resolve().parents[1] / "ledger" / "anvil"
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 _OS = {"Linux": "linux", "Darwin": "darwin"}
@@ -60,13 +62,19 @@ class Anvil:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"anvil exited: {self.proc.stderr.read()!r}")  # type: ignore[union-attr]
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
+            if self._listening():
+                return
+            time.sleep(0.05)
         self.stop()
         raise RuntimeError("anvil did not start within 20 s")
+
+    def _listening(self) -> bool:
+        """Whether THIS process listens on the port (a connect could reach another one)."""
+        try:
+            conns = psutil.Process(self.proc.pid).net_connections(kind="tcp")
+        except psutil.Error:
+            return False
+        return any(c.status == psutil.CONN_LISTEN and c.laddr.port == self.port for c in conns)
 
     def stop(self) -> None:
         """SIGINT, so anvil dumps its state on the way out."""
