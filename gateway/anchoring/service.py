@@ -80,7 +80,9 @@ class Anchoring:
         self._guard = threading.Lock()
         self._low = 0
         self._last_max_id: int | None = None
-        self._moved_at = -math.inf
+        # Start "busy": right after a start is when queued modalities push, and connecting
+        # (imports, journal replay, first deployment) must not compete with that first burst.
+        self._moved_at = clock.monotonic()
         #: Whether new instances arrived within the last poll period (ingest is busy).
         self.ingest_moving = False
         self._last_audit = clock.monotonic()
@@ -150,7 +152,7 @@ class Anchoring:
         """The registry the settings name (see ``session.connect``)."""
         from gateway.anchoring.session import connect  # web3 and py-evm load only here
 
-        return connect(
+        session = connect(
             self.settings,
             self.db,
             self.audit,
@@ -160,6 +162,13 @@ class Anchoring:
             read_only=read_only,
             sleep=sleep,
         )
+        if not read_only:  # audit rows queued for another chain will never be sent
+            try:
+                self.outbox.supersede_audit(session.deployment.id)
+            except BaseException:
+                session.close()
+                raise
+        return session
 
     def send_pending(
         self,
@@ -195,7 +204,6 @@ class Anchoring:
     def _send_audit(self, session: Session, force: bool) -> int:
         ls = self.settings.ledger
         deployment = session.deployment.id
-        self.outbox.supersede_audit(deployment)
         sent = 0
         while True:
             pending, last, blocked = self.outbox.audit_state(deployment)

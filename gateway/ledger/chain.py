@@ -229,8 +229,13 @@ class Chain:
         return self.transact(account, build, what="transfer")
 
     def wait_for_receipt(self, tx_hash: bytes) -> TxReceipt:
-        """Poll for the receipt until ``receipt_timeout`` (measured on the injected clock)."""
+        """Poll for the receipt until ``receipt_timeout`` (measured on the injected clock).
+
+        The first polls come quickly (50 ms, doubling up to ``poll_interval``): a dev node
+        or a fast permissioned chain mines at once, a public one takes seconds.
+        """
         start = self.clock()
+        delay = min(0.05, self.poll_interval)
         while True:
             try:
                 receipt: TxReceipt = self.call_node(
@@ -240,11 +245,13 @@ class Chain:
                 return receipt
             except TransactionNotFound:
                 pass
-            if self.clock() - start >= self.receipt_timeout:
+            elapsed = self.clock() - start
+            if elapsed >= self.receipt_timeout:
                 raise LedgerUnavailableError(
                     f"transaction 0x{tx_hash.hex()} not mined within {self.receipt_timeout}s"
                 )
-            self.sleep(self.poll_interval)
+            self.sleep(min(delay, self.receipt_timeout - elapsed))
+            delay = min(delay * 2, self.poll_interval)
 
     @staticmethod
     def _revert(exc: BaseException, decoder: ErrorDecoder | None) -> LedgerRevertError:

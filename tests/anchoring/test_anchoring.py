@@ -274,7 +274,10 @@ def test_sending_yields_to_arriving_instances_for_a_bounded_time(
         anchoring = anchoring_of(gw)
         worker = AnchorWorker(anchoring)
         anchoring.seal_due()
-        assert not anchoring.ingest_moving  # nothing seen arriving yet
+        assert anchoring.ingest_moving  # just started: hold back for one poll
+        clock.advance(1.0)
+        anchoring.seal_due()
+        assert not anchoring.ingest_moving  # nothing arrived meanwhile
         held = []
         for n in range(5):  # an instance arrives every poll: continuous traffic
             ingest_study(gw, tmp_path / f"s{n}", 1)

@@ -8,19 +8,23 @@ import pytest
 
 from tests.support.dicomgen import make_ct_series
 from tests.support.gateway_proc import make_gateway, running, storescu
-from tests.support.ledger import chain_info, settled, wait_for_info
+from tests.support.ledger import chain_info, settled, wait_outbox
 
 pytestmark = pytest.mark.integration
 
 
 def test_study_is_anchored_and_survives_a_restart(tmp_path: Path, dcmtk: None) -> None:
-    gw = make_gateway(tmp_path, ZTBRIDGE_LEDGER__AUDIT_EVERY_SECONDS="1")
+    gw = make_gateway(
+        tmp_path, ZTBRIDGE_LEDGER__AUDIT_EVERY_SECONDS="1", ZTBRIDGE_LEDGER__POLL_SECONDS="0.2"
+    )
     gw.cli("device", "add", "--ae", "STORESCU", "--ip", "127.0.0.1")
     first = make_ct_series(tmp_path / "first", 12, rows=64, columns=64)
     with running(gw):
         pushed = storescu(gw.port, first.files)
         assert pushed.returncode == 0, pushed.stderr
-        info = wait_for_info(gw, lambda i: settled(i, 1), "the first study to be anchored")
+        wait_outbox(gw, anchored=1)
+        info = chain_info(gw)
+        assert settled(info, 1)
         assert info["backend"] == "embedded" and info["chain"] == "reachable"
         assert info["records_on_chain"] == 1
         verified = gw.cli("verify", "--study", first.study_uid)
@@ -36,8 +40,9 @@ def test_study_is_anchored_and_survives_a_restart(tmp_path: Path, dcmtk: None) -
         assert again["address"] == info["address"]
         pushed = storescu(gw.port, second.files)
         assert pushed.returncode == 0, pushed.stderr
-        info = wait_for_info(gw, lambda i: settled(i, 2), "the second study to be anchored")
-        assert info["records_on_chain"] == 2
+        wait_outbox(gw, anchored=2)
+        info = chain_info(gw)
+        assert settled(info, 2) and info["records_on_chain"] == 2
     verified = gw.cli("verify", "--all")
     assert "2 batches, 17 instances" in verified.stdout
     status = gw.cli("status").stdout
