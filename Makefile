@@ -13,7 +13,7 @@ PIP := $(BIN)/python -m pip
 help:
 	@echo "make up    - install and start ztbridge on embedded defaults"
 	@echo "make test  - install test dependencies and run lint, type checks and every test"
-	@echo "make bench - run the ingest benchmark (installs Orthanc for the comparison)"
+	@echo "make bench - run the ingest and anchoring benchmarks (installs Orthanc and anvil)"
 	@echo "make contracts - rebuild the smart contract artifacts with the pinned solc"
 
 $(BIN)/python:
@@ -76,11 +76,12 @@ typecheck: install-test
 test: install-test system-deps npm-deps lint typecheck
 	$(BIN)/pytest
 
-bench: install-test system-deps
+bench: install-test system-deps tests/ledger/anvil/node_modules/.package-lock.json
 	@command -v Orthanc >/dev/null || { \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends orthanc; }
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/anchor.py
 
 clean:
 	rm -rf $(VENV) tests/js/node_modules contracts/node_modules tests/ledger/anvil/node_modules .mypy_cache .ruff_cache .pytest_cache

@@ -84,6 +84,8 @@ class Handlers:
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
         self._origins: weakref.WeakKeyDictionary[Any, Origin] = weakref.WeakKeyDictionary()
+        # Studies each association stored, handed to anchoring when it ends.
+        self._studies: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self.draining = False  # set on shutdown: refuse new associations, finish open ones
         self.credentials = CredentialStore(gateway.db, gateway.audit, gateway.clock)
@@ -99,6 +101,8 @@ class Handlers:
             (evt.EVT_ACCEPTED, self.on_accepted),
             (evt.EVT_C_ECHO, self.handle_echo),
             (evt.EVT_C_STORE, self.handle_store),
+            (evt.EVT_RELEASED, self.on_ended),
+            (evt.EVT_ABORTED, self.on_ended),
         ]
 
     def on_connection(self, event: Any) -> None:
@@ -340,7 +344,23 @@ class Handlers:
             ),
             origin,
         )
+        if receipt.study_uid is not None:
+            self._stored_study(event.assoc, receipt.study_uid)
         return receipt.status
+
+    def _stored_study(self, assoc: Any, study_uid: str) -> None:
+        studies = self._studies.get(assoc)
+        if studies is None:
+            with self._lock:
+                studies = self._studies.setdefault(assoc, set())
+        studies.add(study_uid)
+
+    def on_ended(self, event: Any) -> None:
+        """Released or aborted: the studies it brought can be anchored (off this thread)."""
+        with self._lock:
+            studies = self._studies.pop(event.assoc, None)
+        if studies and self.gw.anchoring is not None:
+            self.gw.anchoring.association_ended(studies)
 
     def _audit(self, event: AuditEvent) -> None:
         try:

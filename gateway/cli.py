@@ -16,10 +16,14 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from sqlalchemy import func, select
 
+from gateway.anchoring.drain import drain
+from gateway.anchoring.outbox import outbox_counts
+from gateway.anchoring.service import Anchoring
 from gateway.errors import ZtbridgeError
 from gateway.export import export_car, export_study
 from gateway.importer import discover, import_paths
@@ -71,7 +75,7 @@ def settings() -> Settings:
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print an error for a person and return the exit to raise."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 
@@ -152,6 +156,7 @@ def status() -> None:
             ("studies", str(n_std)),
             ("instances", f"{n_ins} ({size / 1e6:.1f} MB)"),
             ("audit events", str(n_aud)),
+            ("ledger", _ledger_status(gw)),
         ]:
             table.add_row(f"[bold]{k}[/]", v)
         out.print(table)
@@ -167,6 +172,21 @@ def _portal_line(s: Settings) -> str:
     if p.allow_plain_http:
         return f"http://{p.host}:{p.port} (plain HTTP: development only)"
     return "off (no certificate: run 'ztbridge ca init'): posture reports cannot be received"
+
+
+def _ledger_status(gw: Gateway) -> str:
+    """One line on anchoring for ``status`` (the chain itself: ``ztbridge chain info``)."""
+    if gw.anchoring is None:
+        return "off ([ledger] enabled = false)"
+    c = outbox_counts(gw.db)
+    line = (
+        f"{gw.settings.ledger.backend}; {c.batches_anchored} batches anchored, pending anchors:"
+        f" {c.batches_pending} batches + {c.unbatched_instances} instances not yet sealed,"
+        f" audit {c.audit_anchored_to}/{c.audit_head} anchored"
+    )
+    if c.batches_conflict:
+        line += f"; {c.batches_conflict} CONFLICTS (ztbridge chain info)"
+    return line
 
 
 @device_app.command("add")
@@ -408,9 +428,12 @@ def import_cmd(
             raise fail(str(e)) from None
         with _progress() as bar:
             task = bar.add_task("importing", total=len(files))
+            studies: set[str] = set()
 
-            def tick(_path: Path, _r: Receipt) -> None:
+            def tick(_path: Path, r: Receipt) -> None:
                 bar.advance(task)
+                if r.study_uid is not None:
+                    studies.add(r.study_uid)
 
             summary = import_paths(gw.ingestor, files, actor(), tick)
         c = summary.counts
@@ -421,8 +444,24 @@ def import_cmd(
         )
         for path, reason in summary.refused:
             out.print(f"  refused {path}: {reason}", highlight=False)
+        if gw.anchoring is not None and studies:
+            _anchor_import(gw.anchoring, studies)
         if summary.refused:
             raise typer.Exit(2)
+
+
+def _anchor_import(anchoring: Anchoring, studies: set[str]) -> None:
+    """Seal the imported studies into batches, then try to anchor them right away."""
+    sealed = anchoring.seal_studies(studies)
+    result = drain(anchoring, seal_all=False)
+    if result.error:
+        err.print(
+            f"anchoring: {len(sealed)} batches sealed, waiting in the outbox ({result.error});"
+            " 'ztbridge up' or 'ztbridge chain drain' sends them",
+            highlight=False,
+        )
+    else:
+        out.print(f"anchoring: {len(sealed)} batches sealed, {result.batches} anchored")
 
 
 def _passphrase(gw: Gateway) -> str | None:

@@ -17,6 +17,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -128,6 +130,17 @@ def open_sealed(key: bytes, envelope: bytes) -> bytes:
         return AESGCM(key).decrypt(nonce, bytes(envelope[HEADER_BYTES:]), header)
     except InvalidTag as e:
         raise InvalidEnvelopeError() from e
+
+
+def keyed_hash(key: bytes, message: bytes) -> bytes:
+    """HMAC-SHA256 of ``message`` under ``key``: a name that reveals nothing without the key.
+
+    Record ids on the public chain are these: a plain hash of a DICOM UID could be confirmed
+    by anyone who guesses the UID (they are often an organisation root plus a date).
+    """
+    if len(key) < KEY_BYTES:
+        raise CryptoError("a keyed hash needs a key of at least 32 bytes")
+    return hmac.new(key, message, hashlib.sha256).digest()
 
 
 @dataclass(frozen=True)

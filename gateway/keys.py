@@ -64,6 +64,11 @@ def _create_private_file(path: Path, text: str) -> bool:
     return True
 
 
+def create_private_file(path: Path, text: str) -> bool:
+    """Create an owner-only file atomically unless it exists; False if it already did."""
+    return _create_private_file(path, text)
+
+
 def ensure_custodian(
     keys_dir: Path, kem: crypto.KemName, passphrase: str | None
 ) -> tuple[CustodianPublic, str | None]:
@@ -145,6 +150,16 @@ class StudyKeyCache:
         """Make a committed key the study's current key."""
         with self._lock:
             self._keys.setdefault(study_uid, (key, self._clock.monotonic()))
+
+    def peek(self, study_uid: str) -> StudyKey | None:
+        """The study's current key if it is still in memory (its idle clock is not reset).
+
+        Sealing a batch puts the keys still held here into the capsule; it must not keep a
+        key alive longer than ingest would.
+        """
+        with self._lock:
+            found = self._keys.get(study_uid)
+        return found[0] if found else None
 
     def forget_idle(self) -> int:
         """Drop keys unused for longer than the idle period; return how many."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from gateway.anchoring.service import Anchoring
 from gateway.audit import AuditLog
 from gateway.clock import Clock, SystemClock
 from gateway.devices import DeviceRegistry
@@ -20,6 +21,7 @@ from gateway.errors import ConfigError, StorageError
 from gateway.index.database import Database
 from gateway.ingest import Ingestor
 from gateway.keys import CustodianPublic, StudyKeyCache, ensure_custodian
+from gateway.ledger.accounts import GatewayAccounts, ensure_accounts
 from gateway.posture.policy import PolicySet, load_policies
 from gateway.posture.service import PostureService
 from gateway.settings import Settings
@@ -61,6 +63,8 @@ class Gateway:
     ingestor: Ingestor
     posture: PostureService
     generated_passphrase: str | None = field(default=None, repr=False)
+    accounts: GatewayAccounts | None = field(default=None, repr=False)
+    anchoring: Anchoring | None = None
 
     @property
     def keys_dir(self) -> Path:
@@ -103,6 +107,7 @@ def open_gateway(
     )
     policies = posture_policies(settings)
     custodian, generated = ensure_custodian(home / "keys", settings.crypto.kem, passphrase)
+    accounts = ensure_accounts(home / "keys", custodian) if settings.ledger.enabled else None
     db = Database(settings.index_url)
     try:
         store = open_store(settings, store_access)
@@ -119,6 +124,9 @@ def open_gateway(
     keys = StudyKeyCache(custodian, clock, settings.ingest.study_key_idle_seconds)
     ingestor = Ingestor(db, store, keys, audit, clock, settings.ingest.max_instance_mb << 20)
     devices = DeviceRegistry(db, audit, clock)
+    anchoring = None
+    if accounts is not None:
+        anchoring = Anchoring(settings, db, store, keys, custodian, audit, clock, accounts)
     return Gateway(
         settings=settings,
         clock=clock,
@@ -131,4 +139,6 @@ def open_gateway(
         ingestor=ingestor,
         posture=PostureService(db, audit, clock, devices, policies, settings.posture),
         generated_passphrase=generated,
+        accounts=accounts,
+        anchoring=anchoring,
     )

@@ -149,6 +149,33 @@ class PostureSettings(_Section):
     )
 
 
+class LedgerSettings(_Section):
+    """Anchoring studies and the audit log on the registry contract (see docs/ledger.md)."""
+
+    enabled: bool = True
+    backend: Literal["embedded", "rpc"] = "embedded"
+    rpc_url: str = Field("", description="JSON-RPC URL; empty: the one 'chain deploy' recorded")
+    request_timeout: float = Field(10.0, gt=0)
+    receipt_timeout: float = Field(120.0, gt=0)
+    anchor_idle_seconds: float = Field(
+        30.0, gt=0, description="seal a study's batch after this long without a new instance"
+    )
+    audit_every_events: int = Field(1000, ge=1)
+    audit_every_seconds: float = Field(300.0, gt=0)
+    retry_max_seconds: float = Field(60.0, gt=0, description="backoff cap, chain unreachable")
+    defer_while_busy_seconds: float = Field(
+        30.0, ge=0, description="hold transactions back this long while instances arrive"
+    )
+    poll_seconds: float = Field(1.0, gt=0)
+
+    @field_validator("rpc_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("an http:// or https:// URL (or empty)")
+        return v
+
+
 class Settings(BaseSettings):
     """Everything ztbridge can be told. See config/ztbridge.example.toml for each key."""
 
@@ -172,6 +199,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     portal: PortalSettings = PortalSettings()
     posture: PostureSettings = PostureSettings()
+    ledger: LedgerSettings = LedgerSettings()
 
     @classmethod
     def settings_customise_sources(

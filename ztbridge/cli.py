@@ -10,7 +10,9 @@ from types import FrameType
 
 import typer
 
+import gateway.chain_cli  # noqa: F401  (registers 'chain' and 'verify')
 from dicom_scp.server import DicomServer
+from gateway.anchoring.worker import AnchorWorker
 from gateway.cli import announce_passphrase, app, err, fail, settings, setup_logging
 from gateway.errors import ZtbridgeError
 from gateway.service import Gateway, open_gateway
@@ -51,8 +53,13 @@ def up() -> None:
             " ZTBRIDGE_TLS__PORT, or stop what uses the port)"
         ) from None
     except ZtbridgeError as e:
+        if portal is not None:
+            portal.stop()
         gw.close()
         raise fail(str(e)) from None
+    worker = AnchorWorker(gw.anchoring) if gw.anchoring is not None else None
+    if worker is not None:
+        worker.start()
     if not gw.devices.list():
         err.print(
             "No device is registered yet, so every association will be refused. Register one:\n"
@@ -75,6 +82,8 @@ def up() -> None:
         log.info("signal %d: stopping", stopping[0])
     finally:
         server.stop()
+        if worker is not None:
+            worker.stop()
         if portal is not None:
             portal.stop()
         gw.close()

@@ -186,3 +186,86 @@ device_identity = Table(
     Column("jwt_subject", String(200), nullable=True),
     Column("jwt_public_key", Text, nullable=True),  # PEM SubjectPublicKeyInfo
 )
+
+# --- ledger and anchoring (docs/ledger.md) ------------------------------------------------
+# New tables only: existing databases gain them on open (create_all), nothing is altered.
+
+# Where the registry contract lives: one row per chain it was deployed to. The chain is
+# recognised by its chain id and the hash of the block that deployed the contract (a reset or
+# foreign chain has another block there; the genesis hash is not used because anvil mints a
+# new genesis block at every restart from a --state file and may present it).
+ledger_deployments = Table(
+    "ledger_deployments",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("backend", String(16), nullable=False),
+    Column("chain_id", Integer, nullable=False),
+    Column("deploy_block_hash", String(66), nullable=False),
+    Column("address", String(42), nullable=False),
+    Column("deploy_block", Integer, nullable=False),
+    Column("rpc_url", String(500), nullable=True),
+    Column("admin", String(42), nullable=False),
+    Column("sender", String(42), nullable=False),
+    Column("custodian", String(42), nullable=False),
+    Column("created_at", String(40), nullable=False),
+    UniqueConstraint("backend", "chain_id", "deploy_block_hash", name="uq_deployment_chain"),
+)
+
+# The outbox of study anchors: one row per sealed batch, written in the same commit as the
+# batch's membership rows. ``state``: pending -> anchored (or conflict: the record id exists
+# on-chain with another root, which only a bug or a foreign writer can cause).
+anchor_batches = Table(
+    "anchor_batches",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("study_uid", UID, nullable=False, index=True),
+    Column("batch_no", Integer, nullable=False),
+    Column("record_id", String(64), nullable=False, unique=True),
+    Column("owner", String(42), nullable=False),
+    Column("merkle_root", String(64), nullable=False),
+    Column("manifest_cid", String(100), nullable=False),
+    Column("manifest_key_id", String(32), nullable=False),
+    Column("manifest_key_wrap", LargeBinary, nullable=False),
+    Column("capsule", LargeBinary, nullable=False),
+    Column("instance_count", Integer, nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("deployment_id", Integer, nullable=True),
+    Column("tx_hash", String(66), nullable=True),
+    Column("block_number", Integer, nullable=True),
+    Column("gas_used", Integer, nullable=True),
+    Column("anchored_at", String(40), nullable=True),
+    UniqueConstraint("study_uid", "batch_no", name="uq_batch_study_no"),
+)
+Index("ix_anchor_batches_state", anchor_batches.c.state, anchor_batches.c.id)
+
+# Which batch each instance went into (an instance is in exactly one batch).
+anchor_batch_members = Table(
+    "anchor_batch_members",
+    metadata,
+    Column("instance_id", Integer, ForeignKey("instances.id"), primary_key=True),
+    Column("batch_id", Integer, ForeignKey("anchor_batches.id"), nullable=False, index=True),
+)
+
+# The outbox of audit anchors: contiguous sequence ranges, per deployment (each chain's
+# contract insists the ranges it holds start at 1 and never leave a gap).
+audit_anchors = Table(
+    "audit_anchors",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("deployment_id", Integer, nullable=False),
+    Column("from_seq", Integer, nullable=False),
+    Column("to_seq", Integer, nullable=False),
+    Column("root", String(64), nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("tx_hash", String(66), nullable=True),
+    Column("block_number", Integer, nullable=True),
+    Column("gas_used", Integer, nullable=True),
+    Column("anchored_at", String(40), nullable=True),
+    UniqueConstraint("deployment_id", "from_seq", name="uq_audit_anchor_range"),
+)

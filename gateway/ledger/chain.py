@@ -18,7 +18,12 @@ from eth_account.signers.local import LocalAccount
 from eth_tester.exceptions import TransactionFailed
 from eth_typing import ChecksumAddress
 from web3 import Web3
-from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Exception
+from web3.exceptions import (
+    BlockNotFound,
+    ContractLogicError,
+    TransactionNotFound,
+    Web3Exception,
+)
 from web3.types import TxParams, TxReceipt, Wei
 
 from gateway.ledger.errors import LedgerError, LedgerRevertError, LedgerUnavailableError
@@ -29,7 +34,7 @@ from gateway.ledger.revert import ErrorDecoder
 REVERTS: tuple[type[BaseException], ...] = (TransactionFailed, ContractLogicError)
 
 #: Raised through ``call_node`` untouched: the caller decides what they mean.
-_PASSTHROUGH: tuple[type[BaseException], ...] = (*REVERTS, TransactionNotFound)
+_PASSTHROUGH: tuple[type[BaseException], ...] = (*REVERTS, TransactionNotFound, BlockNotFound)
 
 #: Headroom over the gas estimate: state can move between estimate and inclusion on a real node.
 GAS_HEADROOM = 1.2
@@ -110,6 +115,28 @@ class Chain:
             self._chain_id = int(self.call_node(lambda: self.w3.eth.chain_id, "eth_chainId"))
         return self._chain_id
 
+    def block_hash(self, number: int) -> bytes | None:
+        """Hash of block ``number`` (None if the chain is not that long)."""
+        try:
+            block = self.call_node(lambda: self.w3.eth.get_block(number), "eth_getBlockByNumber")
+        except BlockNotFound:
+            return None
+        return bytes(block["hash"])
+
+    def has_code(self, address: str) -> bool:
+        """Whether a contract is deployed at ``address``."""
+        checksum = Web3.to_checksum_address(address)
+        return len(self.call_node(lambda: self.w3.eth.get_code(checksum), "eth_getCode")) > 0
+
+    def nonce(self, address: str) -> int:
+        """Transactions ``address`` has had mined."""
+        checksum = Web3.to_checksum_address(address)
+        return int(
+            self.call_node(
+                lambda: self.w3.eth.get_transaction_count(checksum), "eth_getTransactionCount"
+            )
+        )
+
     def block_height(self) -> int:
         """The latest block number."""
         return int(self.call_node(lambda: self.w3.eth.block_number, "eth_blockNumber"))
@@ -181,7 +208,14 @@ class Chain:
             except BaseException:
                 self.nonces.forget(address)
                 raise
-        receipt = self.wait_for_receipt(tx_hash)
+        try:
+            receipt = self.wait_for_receipt(tx_hash)
+        except LedgerError:
+            # The transaction may never land (a node restarted without its mempool): re-read
+            # the nonce from the node next time rather than leave a gap no later one can fill.
+            with self.nonces.lock(address):
+                self.nonces.forget(address)
+            raise
         if receipt["status"] != 1:
             raise self._replay_revert(tx, receipt, decoder)
         return receipt
@@ -195,8 +229,13 @@ class Chain:
         return self.transact(account, build, what="transfer")
 
     def wait_for_receipt(self, tx_hash: bytes) -> TxReceipt:
-        """Poll for the receipt until ``receipt_timeout`` (measured on the injected clock)."""
+        """Poll for the receipt until ``receipt_timeout`` (measured on the injected clock).
+
+        The first polls come quickly (50 ms, doubling up to ``poll_interval``): a dev node
+        or a fast permissioned chain mines at once, a public one takes seconds.
+        """
         start = self.clock()
+        delay = min(0.05, self.poll_interval)
         while True:
             try:
                 receipt: TxReceipt = self.call_node(
@@ -206,11 +245,13 @@ class Chain:
                 return receipt
             except TransactionNotFound:
                 pass
-            if self.clock() - start >= self.receipt_timeout:
+            elapsed = self.clock() - start
+            if elapsed >= self.receipt_timeout:
                 raise LedgerUnavailableError(
                     f"transaction 0x{tx_hash.hex()} not mined within {self.receipt_timeout}s"
                 )
-            self.sleep(self.poll_interval)
+            self.sleep(min(delay, self.receipt_timeout - elapsed))
+            delay = min(delay * 2, self.poll_interval)
 
     @staticmethod
     def _revert(exc: BaseException, decoder: ErrorDecoder | None) -> LedgerRevertError:

@@ -41,8 +41,12 @@ class Journal:
         self.path = path
         self._fh: BinaryIO | None = None
 
-    def read(self) -> Iterator[JournalEntry]:
-        """Every complete entry, in order; truncates a torn tail."""
+    def read(self, *, truncate: bool = True) -> Iterator[JournalEntry]:
+        """Every complete entry, in order; truncates a torn tail (unless ``truncate`` is False).
+
+        A reader in another process (``ztbridge chain info`` while ``ztbridge up`` runs) must
+        pass ``truncate=False``: the "torn" tail it sees may be an entry being written.
+        """
         if not self.path.exists():
             return
         data = self.path.read_bytes()
@@ -62,7 +66,7 @@ class Journal:
             timestamp, block_hash = _FIXED.unpack_from(payload)
             yield JournalEntry(timestamp, block_hash, payload[_FIXED.size :])
             offset = end
-        if offset < len(data):
+        if offset < len(data) and truncate:
             with self.path.open("r+b") as fh:
                 fh.truncate(offset)
                 fh.flush()

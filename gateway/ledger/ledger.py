@@ -70,6 +70,17 @@ class Record:
 
 
 @dataclass(frozen=True)
+class AuditAnchor:
+    """One anchored audit range, as ``getAuditAnchor`` returns it."""
+
+    index: int
+    root: bytes
+    from_seq: int
+    to_seq: int
+    anchored_at: int
+
+
+@dataclass(frozen=True)
 class User:
     """A registered account."""
 
@@ -114,6 +125,8 @@ class Ledger:
         self.address = checksum(address)
         self.contract: Contract = chain.w3.eth.contract(address=self.address, abi=self.artifact.abi)
         self.decoder = ErrorDecoder(self.artifact.abi)
+        #: Block of the deployment, when known (set by ``deploy``); 0 otherwise.
+        self.deploy_block = 0
         self._events_by_topic: dict[bytes, str] = {
             bytes(event_abi_to_log_topic(e)): str(e["name"])  # type: ignore[arg-type]
             for e in self.artifact.abi
@@ -144,7 +157,9 @@ class Ledger:
         address = receipt.get("contractAddress")
         if not address:
             raise LedgerConfigError("deployment mined without a contract address")
-        return cls(chain, address, artifact)
+        ledger = cls(chain, address, artifact)
+        ledger.deploy_block = int(receipt["blockNumber"])
+        return ledger
 
     # -- transactions -----------------------------------------------------------------------
 
@@ -272,6 +287,48 @@ class Ledger:
     def last_audit_seq(self) -> int:
         """The last audit sequence number anchored (0 before the first batch)."""
         return int(self._view("lastAuditSeq"))
+
+    def audit_anchor_count(self) -> int:
+        """How many audit ranges are anchored."""
+        return int(self._view("auditAnchorCount"))
+
+    def audit_anchor(self, index: int) -> AuditAnchor:
+        """Audit range ``index`` (0-based, oldest first)."""
+        root, from_seq, to_seq, at = self._view("getAuditAnchor", index)
+        return AuditAnchor(index, bytes(root), int(from_seq), int(to_seq), int(at))
+
+    def audit_anchors(self) -> list[AuditAnchor]:
+        """Every anchored audit range, oldest first."""
+        return [self.audit_anchor(i) for i in range(self.audit_anchor_count())]
+
+    def record_event(self, record_id: bytes) -> LedgerEvent | None:
+        """The ``RecordAnchored`` event of ``record_id`` (found by its indexed topic), or None.
+
+        Why: after a lost receipt the record is known to exist but not where; the event gives
+        the transaction and block for the outbox row.
+        """
+        topic = next(t for t, n in self._events_by_topic.items() if n == "RecordAnchored")
+        logs = self.chain.call_node(
+            lambda: self.chain.w3.eth.get_logs(
+                {
+                    "address": self.address,
+                    "fromBlock": 0,
+                    "toBlock": "latest",
+                    "topics": [topic, None, _bytes32(record_id)],  # type: ignore[list-item]
+                }
+            ),
+            "eth_getLogs",
+        )
+        for log in logs:
+            decoded = self.contract.events.RecordAnchored().process_log(log)
+            return LedgerEvent(
+                name="RecordAnchored",
+                args={k: _plain(v) for k, v in decoded["args"].items()},
+                block_number=int(log["blockNumber"]),
+                tx_hash=bytes(log["transactionHash"]),
+                log_index=int(log["logIndex"]),
+            )
+        return None
 
     def block_height(self) -> int:
         """The chain's latest block number."""

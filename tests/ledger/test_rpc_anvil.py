@@ -8,11 +8,6 @@ command that installs it: a skipped real-node check would be a silent pass.
 from __future__ import annotations
 
 import hashlib
-import platform
-import signal
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,21 +17,9 @@ from eth_account.signers.local import LocalAccount
 
 from gateway.ledger import Ledger, LedgerRevertError, Role, RpcChain, open_chain
 from gateway.ledger.retry import RetryPolicy
+from tests.support.anvil import ANVIL_BIN, ANVIL_FUNDER, Anvil
 from tests.support.node import missing_peer
 
-ANVIL_DIR = Path(__file__).resolve().parent / "anvil"
-_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
-_OS = {"Linux": "linux", "Darwin": "darwin"}
-ANVIL_BIN = (
-    ANVIL_DIR
-    / "node_modules"
-    / "@foundry-rs"
-    / f"anvil-{_OS.get(platform.system(), 'unknown')}-{_ARCH.get(platform.machine(), 'unknown')}"
-    / "bin"
-    / "anvil"
-)
-#: anvil's first well-known dev account (mnemonic "test test … junk"), pre-funded by anvil.
-ANVIL_FUNDER = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
 CID = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
 
 
@@ -53,53 +36,6 @@ def h(label: str) -> bytes:
 def account(label: str) -> LocalAccount:
     acct: LocalAccount = Account.from_key(hashlib.sha256(b"key:" + label.encode()).digest())
     return acct
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class Anvil:
-    """An anvil process on a free loopback port, its state in ``state``."""
-
-    def __init__(self, state: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [
-                str(ANVIL_BIN),
-                *("--host", "127.0.0.1", "--port", str(self.port)),
-                *("--state", str(state), "--silent"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"anvil exited: {self.proc.stderr.read()!r}")  # type: ignore[union-attr]
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("anvil did not start within 20 s")
-
-    def stop(self) -> None:
-        """SIGINT, so anvil dumps its state on the way out."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""Anchoring studies and the audit log on the ledger: batches, outbox, worker (docs/ledger.md)."""

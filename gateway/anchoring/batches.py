@@ -1,0 +1,244 @@
+"""Sealing batches: a study's not-yet-anchored instances become one manifest and one outbox row.
+
+Per batch (never per instance, and never on the ingest path): read the batch's index rows,
+build the manifest, encrypt it under a fresh manifest key, store it in the content store, wrap
+the manifest key to the custodian and seal the capsule to the record owner, then write the
+outbox row and the membership rows in ONE commit. A crash before that commit leaves at most an
+unreferenced manifest object; the instances stay unbatched and are sealed again later.
+
+Why a fresh manifest key rather than the study key (docs/ledger.md, "Keys"): the study key
+lives only in memory while a study arrives; a batch sealed after a restart (or spanning a
+study that resumed under a new key) could not be encrypted with it without the custodian
+passphrase, which the gateway deliberately does not hold. A per-batch key is always at hand;
+it reaches the owner inside the capsule, and the custodian through its wrap in the row.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import bindparam, exists, func, insert, select
+
+from gateway import crypto
+from gateway.anchoring.manifest import (
+    Capsule,
+    KeyWrap,
+    Manifest,
+    ManifestEntry,
+    capsule_info,
+    manifest_key_info,
+    record_id,
+)
+from gateway.clock import Clock
+from gateway.errors import StorageError
+from gateway.index.database import Database
+from gateway.index.models import anchor_batch_members, anchor_batches, instances, study_keys
+from gateway.keys import CustodianPublic, StudyKeyCache
+from gateway.store.base import ContentStore
+
+log = logging.getLogger("ztbridge.anchoring")
+
+_NOT_BATCHED = ~exists().where(anchor_batch_members.c.instance_id == instances.c.id)
+# Grouped in SQL: a sweep during a long push returns one row per study, not per instance.
+# ``received_at`` is ISO 8601 in UTC from one clock, so its text order is its time order.
+_UNBATCHED_SINCE = (
+    select(
+        instances.c.study_uid,
+        func.max(instances.c.received_at).label("last_at"),
+        func.min(instances.c.id).label("first_id"),
+    )
+    .where(instances.c.id > bindparam("low"), _NOT_BATCHED)
+    .group_by(instances.c.study_uid)
+)
+_MAX_ID = select(func.coalesce(func.max(instances.c.id), 0))
+_BATCH_ROWS = (
+    select(
+        instances.c.id,
+        instances.c.cid,
+        instances.c.sha256,
+        instances.c.size,
+        instances.c.sop_class_uid,
+        instances.c.sop_instance_uid,
+        instances.c.version,
+        instances.c.key_id,
+    )
+    .where(instances.c.study_uid == bindparam("study"), _NOT_BATCHED)
+    .order_by(instances.c.id)
+)
+_LAST_BATCH_NO = select(func.coalesce(func.max(anchor_batches.c.batch_no), 0)).where(
+    anchor_batches.c.study_uid == bindparam("study")
+)
+
+
+@dataclass(frozen=True)
+class RecordOwner:
+    """Whom a record belongs to on-chain: an account and the HPKE key its capsule is sealed to."""
+
+    address: str
+    public: bytes
+    kem: crypto.KemName
+
+
+@dataclass(frozen=True)
+class Scan:
+    """Unbatched instances seen by one sweep.
+
+    ``last_arrival``: study -> latest ``received_at`` among its unbatched instances;
+    ``first_unbatched``: the lowest unbatched instance id (None if none); ``max_id``: the
+    highest instance id at the time.
+    """
+
+    last_arrival: dict[str, datetime]
+    first_unbatched: int | None
+    max_id: int
+
+
+@dataclass(frozen=True)
+class SealedBatch:
+    """What one seal produced (the row is already committed)."""
+
+    batch_id: int
+    study_uid: str
+    batch_no: int
+    record_id: bytes
+    merkle_root: bytes
+    manifest_cid: str
+    instance_count: int
+
+
+class BatchSealer:
+    """Finds unbatched instances and seals them into batches."""
+
+    def __init__(
+        self,
+        db: Database,
+        store: ContentStore,
+        keys: StudyKeyCache,
+        custodian: CustodianPublic,
+        record_secret: bytes,
+        clock: Clock,
+    ) -> None:
+        self._db = db
+        self._store = store
+        self._keys = keys
+        self._custodian = custodian
+        self._secret = record_secret
+        self._clock = clock
+
+    def scan(self, low: int = 0) -> Scan:
+        """Unbatched instances with an id above ``low`` (0: all of them)."""
+        last: dict[str, datetime] = {}
+        first: int | None = None
+        with self._db.read() as conn:
+            max_id = int(conn.execute(_MAX_ID).scalar_one())
+            for row in conn.execute(_UNBATCHED_SINCE, {"low": low}):
+                last[row.study_uid] = datetime.fromisoformat(row.last_at)
+                first = row.first_id if first is None else min(first, row.first_id)
+        return Scan(last, first, max_id)
+
+    def seal(self, study_uid: str, owner: RecordOwner) -> SealedBatch | None:
+        """Seal every unbatched instance of ``study_uid`` into one batch; None if none."""
+        with self._db.read() as conn:
+            rows = conn.execute(_BATCH_ROWS, {"study": study_uid}).all()
+            if not rows:
+                return None
+            batch_no = int(conn.execute(_LAST_BATCH_NO, {"study": study_uid}).scalar_one()) + 1
+            key_ids = sorted({r.key_id for r in rows})
+            wraps = conn.execute(
+                select(study_keys.c.key_id, study_keys.c.kem, study_keys.c.custodian_wrap).where(
+                    study_keys.c.key_id.in_(key_ids)
+                )
+            ).all()
+        entries = tuple(
+            ManifestEntry(
+                cid=r.cid,
+                sha256=bytes.fromhex(r.sha256),
+                size=int(r.size),
+                sop_class=r.sop_class_uid,
+                sop_instance=r.sop_instance_uid,
+                version=int(r.version),
+                key_id=r.key_id,
+            )
+            for r in rows
+        )
+        rid = record_id(self._secret, study_uid, batch_no)
+        now = self._clock.now().isoformat()
+        manifest = Manifest(
+            record_id=rid,
+            study_uid=study_uid,
+            batch_no=batch_no,
+            created_at=now,
+            entries=entries,
+            key_wraps=tuple(KeyWrap(w.key_id, w.kem, bytes(w.custodian_wrap)) for w in wraps),
+        )
+        root = manifest.root
+        manifest_key, manifest_key_id = crypto.new_data_key(), crypto.new_key_id()
+        manifest_cid = self._store.put(
+            crypto.seal(manifest_key, manifest_key_id, manifest.to_bytes())
+        )
+        capsule = Capsule(
+            manifest_cid, manifest_key_id, manifest_key, self._held_keys(study_uid, key_ids)
+        )
+        sealed_capsule = crypto.wrap(owner.public, owner.kem, capsule.to_bytes(), capsule_info(rid))
+        key_wrap = crypto.wrap(
+            self._custodian.public,
+            self._custodian.kem,
+            manifest_key,
+            manifest_key_info(manifest_key_id.hex()),
+        )
+        with self._db.write() as conn:
+            result = conn.execute(
+                insert(anchor_batches).values(
+                    study_uid=study_uid,
+                    batch_no=batch_no,
+                    record_id=rid.hex(),
+                    owner=owner.address,
+                    merkle_root=root.hex(),
+                    manifest_cid=manifest_cid,
+                    manifest_key_id=manifest_key_id.hex(),
+                    manifest_key_wrap=key_wrap,
+                    capsule=sealed_capsule,
+                    instance_count=len(rows),
+                    created_at=now,
+                    state="pending",
+                    attempts=0,
+                )
+            )
+            assert result.inserted_primary_key is not None
+            batch_id = int(result.inserted_primary_key[0])
+            conn.execute(
+                insert(anchor_batch_members),
+                [{"instance_id": r.id, "batch_id": batch_id} for r in rows],
+            )
+        log.info(
+            "study batch sealed: %d instance(s), record %s…, root %s…",
+            len(rows),
+            rid.hex()[:12],
+            root.hex()[:12],
+        )
+        return SealedBatch(batch_id, study_uid, batch_no, rid, root, manifest_cid, len(rows))
+
+    def _held_keys(self, study_uid: str, key_ids: Sequence[str]) -> tuple[tuple[bytes, bytes], ...]:
+        """The batch's study keys that are still in memory (usually its only one)."""
+        key = self._keys.peek(study_uid)
+        if key is None or key.key_id not in key_ids:
+            return ()
+        return ((bytes.fromhex(key.key_id), key.key),)
+
+    def seal_many(
+        self, studies: Sequence[str], owner_of: Callable[[str], RecordOwner]
+    ) -> list[SealedBatch]:
+        """Seal each study in turn; one failure is logged and does not stop the others."""
+        sealed = []
+        for study in studies:
+            try:
+                batch = self.seal(study, owner_of(study))
+            except StorageError as e:
+                log.error("could not seal a batch of study %s: %s", study, e)
+                continue
+            if batch is not None:
+                sealed.append(batch)
+        return sealed

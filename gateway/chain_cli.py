@@ -1,0 +1,316 @@
+"""``ztbridge chain deploy|info|drain`` and ``ztbridge verify``: the ledger from the command line.
+
+Registered on the main app when imported (the composition root, ``ztbridge/cli.py``, does).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from gateway.anchoring.drain import drain
+from gateway.anchoring.outbox import OutboxCounts, outbox_counts
+from gateway.anchoring.service import Anchoring
+from gateway.cli import _passphrase, _progress, actor, app, fail, gateway, out
+from gateway.errors import ZtbridgeError
+from gateway.keys import unlock_custodian
+from gateway.ledger.errors import LedgerError
+from gateway.service import Gateway
+from gateway.verify import Verifier
+
+if TYPE_CHECKING:
+    from gateway.anchoring.session import Session
+    from gateway.ledger.ledger import Ledger
+
+chain_app = typer.Typer(help="The ledger: the registry contract and the anchoring outbox.")
+app.add_typer(chain_app, name="chain")
+
+ETH = 10**18
+
+
+def _anchoring(gw: Gateway) -> Anchoring:
+    if gw.anchoring is None:
+        raise fail("the ledger is turned off ([ledger] enabled = false, ZTBRIDGE_LEDGER__ENABLED)")
+    return gw.anchoring
+
+
+@chain_app.command("deploy")
+def chain_deploy(
+    rpc: Annotated[
+        str | None,
+        typer.Option("--rpc", help="JSON-RPC URL of the node; without it: the embedded chain"),
+    ] = None,
+    funder_key: Annotated[
+        str | None,
+        typer.Option(
+            "--funder-key",
+            envvar="ZTBRIDGE_FUNDER_KEY",
+            help="private key (hex) of a funded account that pays the gateway's accounts",
+            show_default=False,
+        ),
+    ] = None,
+    fund_eth: Annotated[
+        float, typer.Option("--fund-eth", help="ETH the funder sends each gateway account")
+    ] = 1.0,
+) -> None:
+    """Deploy the registry contract (idempotent) and record where it lives."""
+    with gateway(create=True) as gw:
+        anchoring = _anchoring(gw)
+        if not anchoring.lock.acquire():
+            raise fail(
+                f"another ztbridge process (pid {anchoring.lock.holder() or '?'}) holds the"
+                " ledger: stop 'ztbridge up' first"
+            )
+        try:
+            if rpc is None:
+                session = anchoring.connect()  # deploys on first use
+                session.close()
+                d = session.deployment
+                out.print(f"registry on the embedded chain at {d.address} (block {d.deploy_block})")
+                return
+            _deploy_rpc(gw, anchoring, rpc, funder_key, int(fund_eth * ETH))
+        except ZtbridgeError as e:
+            raise fail(str(e)) from None
+        finally:
+            anchoring.lock.release()
+
+
+def _deploy_rpc(
+    gw: Gateway, anchoring: Anchoring, url: str, funder_key: str | None, wei: int
+) -> None:
+    from eth_account import Account
+
+    from gateway.ledger.deployment import (
+        check_deployment,
+        deploy_registry,
+        find_deployment,
+        fund_accounts,
+        record_deployment,
+        rpc_chain,
+    )
+
+    s = gw.settings.ledger
+    chain = rpc_chain(url, request_timeout=s.request_timeout, receipt_timeout=s.receipt_timeout)
+    try:
+        accounts = anchoring.accounts
+        existing = find_deployment(gw.db, "rpc", chain)
+        if existing is not None:
+            check_deployment(chain, existing, url)
+            out.print(f"already deployed on this chain at {existing.address}; nothing to do")
+            return
+        if funder_key:
+            try:
+                funder = Account.from_key(funder_key)
+            except (ValueError, TypeError) as e:
+                raise fail(f"--funder-key is not a private key: {e}") from None
+            fund_accounts(chain, funder, accounts, wei)
+        ledger = deploy_registry(chain, accounts, gw.custodian)
+        d = record_deployment(
+            gw.db, gw.audit, gw.clock, "rpc", chain, ledger, accounts, actor(), rpc_url=url
+        )
+    finally:
+        chain.close()
+    out.print(
+        f"registry deployed at {d.address} on chain {d.chain_id} (block {d.deploy_block})\n"
+        f"  admin   {d.admin}\n  sender  {d.sender}\n  owner   {d.custodian} (custodian)"
+    )
+    if s.backend != "rpc":
+        out.print(
+            'To anchor there, set [ledger] backend = "rpc" (or ZTBRIDGE_LEDGER__BACKEND=rpc)'
+            " and restart 'ztbridge up'.",
+            highlight=False,
+            markup=False,
+        )
+
+
+def _info(gw: Gateway, anchoring: Anchoring, counts: OutboxCounts) -> dict[str, Any]:
+    from gateway.ledger.deployment import list_deployments
+
+    s = gw.settings.ledger
+    info: dict[str, Any] = {
+        "backend": s.backend,
+        "sender": anchoring.accounts.sender_address,
+        "admin": anchoring.accounts.admin_address,
+        "custodian_account": anchoring.accounts.custodian_address,
+        "batches_pending": counts.batches_pending,
+        "batches_anchored": counts.batches_anchored,
+        "batches_conflict": counts.batches_conflict,
+        "instances_unbatched": counts.unbatched_instances,
+        "audit_pending": counts.audit_pending,
+        "audit_anchored_to": counts.audit_anchored_to,
+        "audit_head": counts.audit_head,
+        "last_error": counts.last_error,
+        "deployments": [
+            {"id": d.id, "backend": d.backend, "chain_id": d.chain_id, "address": d.address}
+            | ({"url": d.rpc_url} if d.rpc_url else {})
+            for d in list_deployments(gw.db)
+        ],
+    }
+    try:
+        session = anchoring.connect(read_only=True)
+    except LedgerError as e:
+        info["chain"] = f"unavailable: {e}"
+        return info
+    try:
+        ledger, chain = session.ledger, session.chain
+        info |= {
+            "chain": "reachable",
+            "address": ledger.address,
+            "chain_id": chain.chain_id,
+            "block_height": chain.block_height(),
+            "sender_balance_wei": chain.balance(anchoring.accounts.sender_address),
+            "admin_balance_wei": chain.balance(anchoring.accounts.admin_address),
+            "records_on_chain": ledger.record_count(anchoring.accounts.custodian_address),
+            "audit_on_chain_to": ledger.last_audit_seq(),
+        }
+    except LedgerError as e:
+        info["chain"] = f"unavailable: {e}"
+    finally:
+        session.close()
+    return info
+
+
+@chain_app.command("info")
+def chain_info(
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Backend, registry address, block height, gateway account and balance, pending anchors."""
+    with gateway() as gw:
+        anchoring = _anchoring(gw)
+        info = _info(gw, anchoring, outbox_counts(gw.db))
+    if as_json:
+        out.print_json(json.dumps(info))
+        return
+    table = Table(show_header=False, box=None)
+
+    def row(k: str, v: object) -> None:
+        table.add_row(f"[bold]{k}[/]", escape(str(v)))
+
+    row("backend", info["backend"])
+    row("chain", info["chain"])
+    if "address" in info:
+        row("registry", f"{info['address']} (chain id {info['chain_id']})")
+        row("block height", info["block_height"])
+    row("gateway account", info["sender"] + _eth(info.get("sender_balance_wei")))
+    row("admin account", info["admin"] + _eth(info.get("admin_balance_wei")))
+    row("records owner", f"{info['custodian_account']} (custodian)")
+    if "records_on_chain" in info:
+        row("records on chain", info["records_on_chain"])
+    row(
+        "anchored",
+        f"{info['batches_anchored']} batches; audit log up to entry {info['audit_anchored_to']}"
+        f" of {info['audit_head']}",
+    )
+    row(
+        "pending anchors",
+        f"{info['batches_pending']} batches, {info['audit_pending']} audit ranges;"
+        f" {info['instances_unbatched']} instances not yet sealed into a batch",
+    )
+    if info["batches_conflict"]:
+        row("conflicts", f"{info['batches_conflict']} batches (see docs/ledger.md)")
+    if info["last_error"]:
+        row("last error", info["last_error"])
+    out.print(table)
+
+
+def _eth(wei: int | None) -> str:
+    return "" if wei is None else f"  balance {wei / ETH:.6f} ETH"
+
+
+@chain_app.command("drain")
+def chain_drain() -> None:
+    """Seal every study not yet in a batch and anchor everything pending, now.
+
+    For when 'ztbridge up' is not running ('up' drains by itself). Exits 1 if anything is
+    left pending (the chain was unreachable).
+    """
+    with gateway("write") as gw:
+        result = drain(_anchoring(gw))
+        counts = outbox_counts(gw.db)
+    out.print(
+        f"{result.sealed} batches sealed; {result.batches} batches and {result.audit_ranges}"
+        f" audit ranges anchored; pending: {counts.batches_pending} batches,"
+        f" {counts.audit_pending} audit ranges"
+    )
+    if result.error:
+        raise fail(f"anchoring stopped: {result.error}")
+
+
+@contextmanager
+def _ledgers(gw: Gateway, anchoring: Anchoring) -> Iterator[tuple[Session | None, Any]]:
+    """The active registry (or None if unreachable) and a deployment-id -> Ledger lookup."""
+    from gateway.anchoring.session import open_deployment
+    from gateway.ledger.deployment import list_deployments
+
+    sessions: dict[int, Session] = {}
+    active: Session | None = None
+    error: str | None = None
+    try:
+        active = anchoring.connect(read_only=True)
+        sessions[active.deployment.id] = active
+    except LedgerError as e:
+        error = str(e)
+    deployments = {d.id: d for d in list_deployments(gw.db)}
+
+    def ledger_for(deployment_id: int) -> Ledger:
+        if deployment_id not in sessions:
+            if deployment_id not in deployments:
+                raise LedgerError(f"unknown deployment {deployment_id}")
+            if active is None and error is not None:
+                raise LedgerError(error)
+            sessions[deployment_id] = open_deployment(gw.settings, deployments[deployment_id])
+        return sessions[deployment_id].ledger
+
+    try:
+        yield active, ledger_for
+    finally:
+        for session in sessions.values():
+            session.close()
+
+
+@app.command("verify")
+def verify_cmd(
+    study: Annotated[
+        str | None, typer.Option("--study", help="Study Instance UID to verify")
+    ] = None,
+    all_studies: Annotated[
+        bool, typer.Option("--all", help="every study, the chain's records and the audit log")
+    ] = False,
+) -> None:
+    """Recompute every study from the store and check it against the chain; exit 1 on mismatch.
+
+    Needs the custodian passphrase (ZTBRIDGE_CUSTODIAN_PASSPHRASE) to decrypt.
+    """
+    if (study is None) == (not all_studies):
+        raise fail("give either --study UID or --all")
+    with gateway() as gw:
+        anchoring = _anchoring(gw)
+        pair = unlock_custodian(gw.keys_dir, _passphrase(gw))
+        with _ledgers(gw, anchoring) as (active, ledger_for), _progress() as bar:
+            task = bar.add_task("verifying", total=None)
+            verifier = Verifier(gw, pair, ledger_for, lambda: bar.advance(task))
+            verifier.check_studies(study)
+            if all_studies:
+                if active is None:
+                    verifier.problem("the chain is unreachable: records and audit not checked")
+                else:
+                    verifier.check_chain_records(active)
+                    verifier.check_audit(active)
+        report = verifier.report
+    for problem in report.problems:
+        out.print(f"[red]MISMATCH[/] {escape(str(problem))}", highlight=False, soft_wrap=True)
+    for note in report.notes:
+        out.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+    summary = (
+        f"{report.batches} batches, {report.instances} instances,"
+        f" {report.audit_ranges} audit ranges checked"
+    )
+    if report.problems:
+        raise fail(f"{len(report.problems)} mismatches; {summary}")
+    out.print(f"verified: {summary}; everything matches the chain")
