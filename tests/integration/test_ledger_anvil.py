@@ -50,7 +50,7 @@ def test_anchors_wait_out_a_node_outage_and_land_once(
         assert refused.returncode != 0 and "no funds" in refused.stderr
         deployed = gw.cli("chain", "deploy", "--rpc", anvil.url, "--funder-key", ANVIL_FUNDER)
         assert "registry deployed at 0x" in deployed.stdout
-        gw.cli("device", "add", "--ae", "STORESCU", "--ip", "127.0.0.1")
+        gw.cli("device", "add", "--posture-policy", "none", "--ae", "STORESCU", "--ip", "127.0.0.1")
 
         first = make_ct_series(tmp_path / "first", 8, rows=64, columns=64)
         during = make_ct_series(tmp_path / "during", 200, rows=256, columns=256, seed=1)

@@ -17,7 +17,7 @@ def test_study_is_anchored_and_survives_a_restart(tmp_path: Path, dcmtk: None) -
     gw = make_gateway(
         tmp_path, ZTBRIDGE_LEDGER__AUDIT_EVERY_SECONDS="1", ZTBRIDGE_LEDGER__POLL_SECONDS="0.2"
     )
-    gw.cli("device", "add", "--ae", "STORESCU", "--ip", "127.0.0.1")
+    gw.cli("device", "add", "--posture-policy", "none", "--ae", "STORESCU", "--ip", "127.0.0.1")
     first = make_ct_series(tmp_path / "first", 12, rows=64, columns=64)
     with running(gw):
         pushed = storescu(gw.port, first.files)
