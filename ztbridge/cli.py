@@ -62,8 +62,12 @@ def up() -> None:
         worker.start()
     if not gw.devices.list():
         err.print(
-            "No device is registered yet, so every association will be refused. Register one:\n"
-            "    ztbridge device add --ae CT01 --ip 10.0.0.0/24 --name 'CT room 1'",
+            "No device is registered yet, so every association will be refused. Register one"
+            " (its host then runs 'ztbridge agent' with the posture key):\n"
+            "    ztbridge device add --ae CT01 --ip 10.0.0.0/24 --name 'CT room 1'"
+            " --posture-key-out CT01.posture.key\n"
+            "or, for a modality that cannot run the agent (admitted on AE title and address):\n"
+            "    ztbridge device add --ae CT01 --ip 10.0.0.5 --posture-policy none",
             highlight=False,
         )
     log.info(
