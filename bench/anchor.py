@@ -206,7 +206,9 @@ def push_run(
         "ZTBRIDGE_CUSTODIAN_PASSPHRASE": PASSPHRASE,
         "ZTBRIDGE_LEDGER__ENABLED": "true" if ledger_on else "false",
     }
+    # storescu runs no posture agent: enrolled with policy "none", as in bench/ingest.py.
     add = [ZTBRIDGE, "device", "add", "--ae", "STORESCU", "--ip", "127.0.0.1"]
+    add += ["--posture-policy", "none"]
     subprocess.run(add, env=env, capture_output=True, check=True, timeout=300)
     if ledger_on:
         deploy(home, backend)
