@@ -8,7 +8,10 @@ COPY gateway ./gateway
 COPY dicom_scp ./dicom_scp
 COPY portal ./portal
 COPY ztbridge ./ztbridge
-RUN pip install --no-cache-dir -c constraints.txt .
+# The registry contract's committed artifact (ABI + bytecode), read from beside the packages.
+COPY contracts/build ./contracts/build
+# Editable, so the packages stay beside contracts/build (gateway/ledger/artifact.py).
+RUN pip install --no-cache-dir -c constraints.txt -e .
 
 USER ztbridge
 ENV ZTBRIDGE_HOME=/data \

@@ -44,7 +44,10 @@ def load_artifact(path: Path = REGISTRY_ARTIFACT) -> Artifact:
             source_hash=str(raw.get("sourceHash", "")),
         )
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise LedgerConfigError(f"cannot load contract artifact {path}: {e}") from e
+        raise LedgerConfigError(
+            f"cannot load contract artifact {path}: {e} (ztbridge runs from its source tree, or"
+            " an editable install of it: contracts/build must sit beside gateway/)"
+        ) from e
 
 
 @lru_cache(maxsize=1)
