@@ -55,6 +55,8 @@ class DicomServer:
             s.max_pending_connections,
             self.handlers.on_violation,
             self.handlers.on_handshake_failure,
+            max_pending_per_ip=s.max_pending_per_address,
+            first_byte_timeout=s.acse_timeout,
         )
         self.handlers.guard = self.guard
         self._servers: list[Any] = []
@@ -143,3 +145,4 @@ class DicomServer:
             server.shutdown()
         self._servers = []
         self._server = None
+        self.guard.lobby.stop()

@@ -54,6 +54,9 @@ class DicomSettings(_Section):
     max_pending_connections: int = Field(
         32, ge=1, le=4096, description="connections not yet associated; the oldest is dropped"
     )
+    max_pending_per_address: int = Field(
+        8, ge=1, le=4096, description="of those, from one source address; its oldest is dropped"
+    )
     max_associate_rq_bytes: int = Field(
         65536, ge=4096, le=1 << 20, description="largest A-ASSOCIATE-RQ PDU we read"
     )
