@@ -13,6 +13,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 from pynetdicom import evt
@@ -76,6 +77,10 @@ def _identity_claim(assoc: Any) -> identity.Claim | None:
         secondary=bytes(item.secondary_field) if item.secondary_field is not None else None,
         wants_response=bool(item.positive_response_requested),
     )
+
+
+def _days(days: int) -> timedelta | None:
+    return timedelta(days=days) if days > 0 else None
 
 
 class Handlers:
@@ -167,6 +172,7 @@ class Handlers:
             certificate_owner=owner,
             credentials=creds,
             user_identity=_identity_claim(assoc),
+            max_jwt_validity=_days(self.gw.settings.tls.max_jwt_validity_days),
             now=self.gw.clock.now(),
             max_associations=s.max_associations,
             max_per_device=s.max_associations_per_device,

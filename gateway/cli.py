@@ -194,8 +194,13 @@ def device_add(
         ),
     ] = None,
     require_tls: Annotated[
-        bool, typer.Option("--require-tls", help="refuse this device over plain TCP")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--require-tls/--allow-plain",
+            help="refuse this device over plain TCP (the default with --cert-out or"
+            " --user-identity; --allow-plain keeps plain TCP open to a device with a certificate)",
+        ),
+    ] = None,
     cert_out: Annotated[
         Path | None,
         typer.Option(
@@ -227,7 +232,8 @@ def device_add(
         str | None, typer.Option("--jwt-audience", help="jwt: aud claim (default: our AE)")
     ] = None,
     jwt_subject: Annotated[
-        str | None, typer.Option("--jwt-subject", help="jwt: required sub claim (optional)")
+        str | None,
+        typer.Option("--jwt-subject", help="jwt: required sub claim (default: the AE title)"),
     ] = None,
 ) -> None:
     """Register a device allowed to send: AE title, source addresses, posture policy,
@@ -273,7 +279,7 @@ def device_add(
                 f"TLS client certificate {done.cert_path}, key {done.key_path}"
                 f" (SHA-256 {done.fingerprint}); CA certificate {s.home / 'tls' / 'ca.pem'}"
             )
-        if require_tls or done.cert_path is not None:
+        if prepared.options.require_tls or done.cert_path is not None:
             port = f"DICOM TLS port {s.tls.port}"
         if done.generated_passcode:
             err.print(

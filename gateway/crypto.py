@@ -17,8 +17,11 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import json
+import math
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -431,8 +434,10 @@ def hash_passcode(passcode: str) -> str:
     return _PASSCODES.hash(passcode)
 
 
-def verify_passcode(encoded: str, passcode: str) -> bool:
-    """Whether ``passcode`` matches an ``hash_passcode`` result (constant-time inside argon2)."""
+def verify_passcode(encoded: str, passcode: str | bytes) -> bool:
+    """Whether ``passcode`` matches an ``hash_passcode`` result (constant-time inside argon2).
+
+    Bytes are compared as sent; a str is taken as its UTF-8 encoding (what was hashed)."""
     try:
         return _PASSCODES.verify(encoded, passcode)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
@@ -471,10 +476,55 @@ def load_jwt_key(pem: str) -> JwtKey:
 MAX_JWT_BYTES = 8192
 
 
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def _b64url(part: str) -> bytes:
-    if not part or "=" in part or not all(c.isalnum() or c in "-_" for c in part):
+    """Strict unpadded base64url (RFC 7515 2): ASCII alphabet only, no padding, no length
+    that no byte string encodes to, and no stray bits in the last character, so each byte
+    string has exactly one accepted text form."""
+    if not part or len(part) % 4 == 1 or not _B64URL.fullmatch(part):
         raise CryptoError("token is not base64url")
-    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    try:
+        data = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    except (binascii.Error, ValueError) as e:
+        raise CryptoError("token is not base64url") from e
+    if base64.urlsafe_b64encode(data).rstrip(b"=").decode() != part:
+        raise CryptoError("token is not canonical base64url (stray bits in its last character)")
+    return data
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("duplicate member names")
+    return out
+
+
+def strict_json(data: bytes | str) -> Any:
+    """JSON as RFC 8259 defines it, for untrusted input: no NaN/Infinity, no number that
+    overflows to infinity, no duplicate member names; too deep a nesting is a ValueError
+    like any other malformation (never a RecursionError escaping to the caller)."""
+    try:
+        return json.loads(
+            data,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+            object_pairs_hook=_unique_keys,
+        )
+    except RecursionError as e:
+        raise ValueError("nested too deeply") from e
 
 
 def verify_jws(token: str, key: JwtKey) -> dict[str, Any]:
@@ -488,11 +538,12 @@ def verify_jws(token: str, key: JwtKey) -> dict[str, Any]:
     parts = token.split(".")
     if len(parts) != 3:
         raise CryptoError("token is not a compact JWS (header.payload.signature)")
+    header_bytes, claims_bytes, signature = (_b64url(p) for p in parts)
     try:
-        header = json.loads(_b64url(parts[0]))
-        claims = json.loads(_b64url(parts[1]))
-    except ValueError as e:
-        raise CryptoError("token header or payload is not JSON") from e
+        header = strict_json(header_bytes)
+        claims = strict_json(claims_bytes)
+    except ValueError as e:  # UnicodeDecodeError too
+        raise CryptoError(f"token header or payload is not JSON: {e}") from e
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise CryptoError("token header and payload must be JSON objects")
     if header.get("alg") != key.alg:
@@ -500,7 +551,6 @@ def verify_jws(token: str, key: JwtKey) -> dict[str, Any]:
     if "crit" in header:
         raise CryptoError("token has critical header extensions we do not understand")
     signed = f"{parts[0]}.{parts[1]}".encode()
-    signature = _b64url(parts[2])
     try:
         if isinstance(key._key, ed25519.Ed25519PublicKey):
             key._key.verify(signature, signed)

@@ -85,6 +85,9 @@ class TlsSettings(_Section):
     port: int = Field(2762, ge=1, le=65535)
     handshake_timeout: float = Field(10.0, gt=0, le=300)
     min_version: Literal["1.2", "1.3"] = "1.2"
+    max_jwt_validity_days: int = Field(
+        366, ge=0, le=36500, description="refuse a JWT whose exp is further ahead; 0: no cap"
+    )
 
 
 class StoreSettings(_Section):
