@@ -13,6 +13,7 @@ from dicom_scp.contexts import storage_contexts, verification_context
 from dicom_scp.guard import Guard, GuardedServer, Limits
 from dicom_scp.handlers import Handlers
 from dicom_scp.tls import server_context
+from dicom_scp.watch import PostureWatch
 from gateway.errors import ConfigError
 from gateway.pki import PkiPaths
 from gateway.service import Gateway
@@ -59,6 +60,7 @@ class DicomServer:
             first_byte_timeout=s.acse_timeout,
         )
         self.handlers.guard = self.guard
+        self.watch = PostureWatch(gateway, self.handlers, gateway.settings.posture.recheck_seconds)
         self._servers: list[Any] = []
         self._server: Any = None  # the first listener (kept for callers that test it)
         self.listening: list[str] = []
@@ -115,6 +117,7 @@ class DicomServer:
         except OSError:
             self._shutdown_servers()
             raise
+        self.watch.start()
 
     def _transferring(self) -> list[Any]:
         """Established associations we accepted (a bare TCP connect does not count)."""
@@ -141,6 +144,7 @@ class DicomServer:
         self._shutdown_servers()
 
     def _shutdown_servers(self) -> None:
+        self.watch.stop()
         for server in self._servers:
             server.shutdown()
         self._servers = []

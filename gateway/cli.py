@@ -25,6 +25,7 @@ from gateway.export import export_car, export_study
 from gateway.importer import discover, import_paths
 from gateway.index.models import audit_events, devices, instances, studies
 from gateway.ingest import Outcome, Receipt
+from gateway.logsafe import SafeFormatter
 from gateway.posture.policy import NO_POLICY
 from gateway.service import Gateway, StoreAccess, open_gateway
 from gateway.settings import Settings, load_settings
@@ -54,13 +55,10 @@ def actor() -> str:
 
 
 def setup_logging(level: str) -> None:
-    """Plain timestamped lines on stderr."""
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
+    """Plain timestamped lines on stderr, one per message whatever a peer put in it."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 
 

@@ -153,6 +153,9 @@ class PostureSettings(_Section):
     abort_on_failure: bool = Field(
         True, description="abort a device's open associations when its report fails"
     )
+    recheck_seconds: float = Field(
+        10.0, ge=0, le=3600, description="re-judge open associations' posture this often; 0: off"
+    )
 
 
 class Settings(BaseSettings):
