@@ -36,6 +36,7 @@ from gateway.credentials import CredentialStore, DeviceCredentials
 from gateway.dataset import STATUS_OUT_OF_RESOURCES
 from gateway.errors import ZtbridgeError
 from gateway.ingest import Incoming, Origin
+from gateway.logsafe import shown
 from gateway.pki import fingerprint
 from gateway.posture.service import PostureFailure
 from gateway.service import Gateway
@@ -61,7 +62,8 @@ STATUS_PROCESSING_FAILURE = 0x0110
 
 
 def _peer(assoc: Any) -> str:
-    return f"{assoc.requestor.ae_title.strip()}@{assoc.requestor.address}"
+    """``AE@address`` for logs and audit; the AE title is the peer's choice (gateway/logsafe)."""
+    return f"{shown(assoc.requestor.ae_title.strip())}@{assoc.requestor.address}"
 
 
 def _transport(assoc: Any) -> tuple[str, str | None]:
@@ -106,6 +108,7 @@ class Handlers:
         # its posture check and its A-ASSOCIATE-AC is caught at registration or on_accepted.
         self._posture_failures: dict[int, int] = {}
         self._admitted_at: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._aborting: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def bindings(self) -> list[EventBinding]:
         """The (event, handler) pairs for ``AE.start_server``."""
@@ -197,7 +200,7 @@ class Handlers:
                 refusal = decide(facts)
         else:
             refusal = decide(facts)
-        actor = f"{calling}@{facts.peer_ip}"
+        actor = f"{shown(calling)}@{facts.peer_ip}"
         if refusal is None:
             assert device is not None
             with self._lock:  # count and register atomically: limits cannot be overrun
@@ -252,7 +255,7 @@ class Handlers:
             calling = str(assoc.requestor.primitive.calling_ae_title).strip()
         except AttributeError:
             calling = "?"
-        actor = f"{calling}@{assoc.requestor.address}"
+        actor = f"{shown(calling)}@{assoc.requestor.address}"
         log.warning("association from %s refused (%s): %s", actor, check, reason)
         self._audit(
             AuditEvent(
@@ -305,9 +308,16 @@ class Handlers:
                 self.abort_for_posture(assoc, reason)
 
     def abort_for_posture(self, assoc: Any, reason: str) -> None:
-        """Abort an admitted association whose device no longer passes posture: log, audit."""
-        if assoc.is_aborted or not assoc.is_alive():
-            return
+        """Abort an admitted association whose device no longer passes posture: log, audit.
+
+        The abort itself runs on a thread of its own: pynetdicom waits for the peer to close
+        after an A-ABORT (up to the ARTIM timeout), and the caller (a posture report being
+        answered, the posture watch, an association being accepted) must not wait with it.
+        """
+        with self._lock:
+            if assoc in self._aborting or assoc.is_aborted or not assoc.is_alive():
+                return
+            self._aborting.add(assoc)
         log.warning("association from %s aborted (posture): %s", _peer(assoc), reason)
         self._audit(
             AuditEvent(
@@ -318,7 +328,7 @@ class Handlers:
                 {"check": "posture", "reason": reason},
             )
         )
-        assoc.abort()
+        threading.Thread(target=assoc.abort, name="AbortPosture", daemon=True).start()
 
     def admitted(self) -> list[tuple[Any, Origin]]:
         """Admitted associations still running, with their origin (for the posture watch)."""
@@ -344,12 +354,9 @@ class Handlers:
                 and self._admitted_at.get(assoc) != self._posture_failures.get(origin.device_id, 0)
             )
         if failed and self.gw.settings.posture.abort_on_failure:
-            # Its device failed posture after admission, before it was established: abort it
-            # from another thread (this one is still inside pynetdicom's negotiation).
+            # Its device failed posture after admission, before it was established.
             reason = "its device failed posture while the association was being established"
-            threading.Thread(
-                target=self.abort_for_posture, args=(assoc, reason), daemon=True
-            ).start()
+            self.abort_for_posture(assoc, reason)
         self._audit(
             AuditEvent(
                 "association.accepted",

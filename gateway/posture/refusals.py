@@ -74,11 +74,12 @@ class RefusalTally:
                 kind.peers.append(peer)
             return kind.count == 1
 
-    def take_summary(self, now: datetime) -> Summary | None:
-        """Once the window has run out: what it counted beyond the first of each kind (None if
-        nothing), and a fresh window. Before that: None, and nothing changes."""
+    def take_summary(self, now: datetime, force: bool = False) -> Summary | None:
+        """Once the window has run out (or with ``force``, at shutdown): what it counted
+        beyond the first of each kind (None if nothing), and a fresh window. Before that:
+        None, and nothing changes."""
         with self._lock:
-            if self._started is None or now - self._started < self._window:
+            if self._started is None or (not force and now - self._started < self._window):
                 return None
             started, kinds = self._started, self._kinds
             self._started, self._kinds = None, {}

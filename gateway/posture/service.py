@@ -751,10 +751,11 @@ class PostureService:
                 log.error("could not record the refused posture report: %s", e)
         raise ReportRefusedError(problem, reason)
 
-    def flush_refusals(self, now: datetime | None = None) -> None:
-        """Once a window has run out, log and audit (one entry) the refusals only counted in
-        it. Called on every post and by the portal's housekeeping timer."""
-        summary = self._tally.take_summary(now or self._clock.now())
+    def flush_refusals(self, now: datetime | None = None, final: bool = False) -> None:
+        """Once a window has run out (``final``: now, at shutdown), log and audit (one entry)
+        the refusals only counted in it. Called on every post and by the portal's
+        housekeeping timer."""
+        summary = self._tally.take_summary(now or self._clock.now(), force=final)
         if summary is None:
             return
         seconds = int((summary.ended - summary.started).total_seconds())

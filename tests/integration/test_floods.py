@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import io
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -43,13 +44,23 @@ FLOOD_RSS_GROWTH = 64 << 20
 # Bound for the pipelining client: one instance being ingested and one being received at
 # most (8 MB each here), plus ingest's working set. Before the fix: +890 MiB for 200 x 8 MB.
 PIPELINE_RSS_GROWTH = 96 << 20
+NETWORK_TIMEOUT = 60  # a whole PDU must arrive within this
 
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     tmp = tmp_path_factory.mktemp("floods")
-    g = make_gateway(tmp, ZTBRIDGE_DICOM__ACSE_TIMEOUT="5", ZTBRIDGE_DICOM__NETWORK_TIMEOUT="10")
-    for ae, ip in (("STORESCU", "127.0.0.1"), ("PIPELINE", "127.0.0.0/8")):
+    g = make_gateway(
+        tmp,
+        ZTBRIDGE_DICOM__ACSE_TIMEOUT="5",
+        ZTBRIDGE_DICOM__NETWORK_TIMEOUT=str(NETWORK_TIMEOUT),
+        ZTBRIDGE_POSTURE__RECHECK_SECONDS="1",
+    )
+    for ae, ip in (
+        ("STORESCU", "127.0.0.1"),
+        ("PIPELINE", "127.0.0.0/8"),
+        ("TRICKLE", "127.0.0.1"),
+    ):
         g.cli("device", "add", "--posture-policy", "none", "--ae", ae, "--ip", ip)
     with running(g):
         yield g
@@ -249,3 +260,36 @@ def test_pipelined_requests_abort_the_association(gw: GatewayProcess, tmp_path: 
     assert logged(gw, "refused (async-window)")
     assert sampled.rss - base_rss < PIPELINE_RSS_GROWTH
     assert honest and "rc=0" in honest[0] and successes(honest[0]) == 5, honest
+
+
+def test_an_abort_is_not_held_up_by_a_stalled_pdu(gw: GatewayProcess) -> None:
+    """An association aborted while its peer is in the middle of a PDU (reactor.py note: the
+    reader waits up to the network timeout, 60 s here, for a whole PDU) is gone at once:
+    pynetdicom's abort shuts the socket, which wakes the reader. Also the posture watch
+    aborting an association whose device was removed."""
+    proc = process(gw)
+    time.sleep(1)
+    baseline = proc.num_threads()
+    sock = socket.create_connection(("127.0.0.1", gw.port), timeout=60)
+    sock.sendall(associate_rq("TRICKLE"))
+    answer = read_pdu(sock)
+    assert answer is not None and answer[0] == 0x02, answer
+    # A P-DATA-TF announcing 1000 bytes, and 10 of them: the reader is inside the PDU.
+    sock.sendall(struct.pack(">BBL", 0x04, 0, 1000) + bytes(10))
+    time.sleep(1)
+    assert proc.num_threads() > baseline
+    removed = time.monotonic()
+    gw.cli("device", "remove", "TRICKLE")  # the posture watch (every 1 s here) notices
+    assert read_pdu(sock, timeout=NETWORK_TIMEOUT) in (None, (0x07, bytes(4)))  # closed
+    closed_after = time.monotonic() - removed
+    while proc.num_threads() > baseline and time.monotonic() - removed < NETWORK_TIMEOUT + 10:
+        time.sleep(0.1)
+    released_after = time.monotonic() - removed
+    sock.close()
+    print(
+        f"device removed: connection closed after {closed_after:.1f} s, the association's"
+        f" threads gone after {released_after:.1f} s (network timeout {NETWORK_TIMEOUT} s)"
+    )
+    assert logged(gw, "aborted (posture): device 'TRICKLE' was removed or suspended")
+    assert closed_after < NETWORK_TIMEOUT / 2
+    assert released_after < NETWORK_TIMEOUT / 2
