@@ -385,6 +385,7 @@ class PostureService:
                     device_posture.c.last_refused_at,
                     device_posture.c.last_refused,
                     posture_reports.c.issued_ms,
+                    posture_reports.c.received_at,
                     posture_reports.c.passed,
                     posture_reports.c.reasons,
                 )
@@ -401,10 +402,15 @@ class PostureService:
         unverified = self._unverified_refusals.get(device_id)
         if unverified is not None and (refused_at is None or unverified[0] > refused_at):
             refused_at, refused = unverified[0], f"unauthenticated post, {unverified[1]}"
+        issued_at = None
+        if row.issued_ms is not None:
+            # A report dated ahead of our clock (up to posture.max_future_seconds is accepted)
+            # ages from when it arrived, not from its date: it must not stay fresh for longer.
+            issued_at = min(_from_ms(row.issued_ms), datetime.fromisoformat(row.received_at))
         return PostureStatus(
             policy=row.policy,
             max_report_age=policy.max_report_age if policy else None,
-            issued_at=_from_ms(row.issued_ms) if row.issued_ms is not None else None,
+            issued_at=issued_at,
             passed=bool(row.passed) if row.passed is not None else None,
             reasons=tuple(row.reasons or ()),
             last_refused_at=refused_at,

@@ -55,15 +55,28 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
         ZTBRIDGE_DICOM__ACSE_TIMEOUT="5",
         ZTBRIDGE_DICOM__NETWORK_TIMEOUT=str(NETWORK_TIMEOUT),
         ZTBRIDGE_POSTURE__RECHECK_SECONDS="1",
+        ZTBRIDGE_CA_PASSPHRASE="floods-test-ca",
     )
+    g.cli("ca", "init", "--host", "127.0.0.1")
     for ae, ip in (
         ("STORESCU", "127.0.0.1"),
         ("PIPELINE", "127.0.0.0/8"),
         ("TRICKLE", "127.0.0.1"),
     ):
         g.cli("device", "add", "--posture-policy", "none", "--ae", ae, "--ip", ip)
+    g.cli(
+        "device", "add", "--posture-policy", "none", "--ae", "TLSDEV", "--ip", "127.0.0.1",
+        "--cert-out", str(tmp / "tlsdev.pem"),
+    )  # fmt: skip
     with running(g):
         yield g
+
+
+def tls_options(g: GatewayProcess) -> list[str]:
+    """DCMTK options for TLSDEV's certificate (written beside the gateway's home)."""
+    cert = g.home.parent / "tlsdev.pem"
+    ca = g.home / "tls" / "ca.pem"
+    return ["+tls", str(cert.with_suffix(".key")), str(cert), "+cf", str(ca)]
 
 
 def process(g: GatewayProcess) -> psutil.Process:
@@ -147,24 +160,28 @@ def successes(out: str) -> int:
     return out.count("Received Store Response (Success)")
 
 
-@pytest.mark.parametrize("source", [ELSEWHERE, SAME_HOST])
+@pytest.mark.parametrize(
+    ("source", "tls"), [(ELSEWHERE, False), (SAME_HOST, False), (SAME_HOST, True)]
+)
 def test_connection_flood_leaves_the_port_to_real_modalities(
-    gw: GatewayProcess, tmp_path: Path, source: str
+    gw: GatewayProcess, tmp_path: Path, source: str, tls: bool
 ) -> None:
+    port = int(gw.env["ZTBRIDGE_TLS__PORT"]) if tls else gw.port
+    calling, options = ("TLSDEV", tls_options(gw)) if tls else ("STORESCU", [])
     files = make_ct_series(tmp_path / "ct", 10).files
-    assert storescu(gw.port, files).returncode == 0  # warm up before the baseline
+    assert storescu(port, files, calling, "ZTBRIDGE", *options).returncode == 0  # warm up
     time.sleep(1)
     base_threads = process(gw).num_threads()
     base_rss = process(gw).memory_info().rss
-    with Sampler(gw) as sampled, ConnectionFlood(gw.port, source) as flood:
+    with Sampler(gw) as sampled, ConnectionFlood(port, source) as flood:
         time.sleep(2)  # let the flood build up first
-        echo = ["echoscu", "-aet", "STORESCU", "-aec", "ZTBRIDGE", "-to", "10"]
-        echoes = [dcmtk(*echo, "127.0.0.1", str(gw.port)) for _ in range(5)]
-        pushed = storescu(gw.port, files, "STORESCU", "ZTBRIDGE", "-v", "-to", "10")
+        echo = ["echoscu", "-aet", calling, "-aec", "ZTBRIDGE", "-to", "10", *options]
+        echoes = [dcmtk(*echo, "127.0.0.1", str(port)) for _ in range(5)]
+        pushed = storescu(port, files, calling, "ZTBRIDGE", "-v", "-to", "10", *options)
         time.sleep(1)
     print(
-        f"flood from {source}: {flood.connects} connects;"
-        f" threads {base_threads} -> peak {sampled.threads};"
+        f"flood of the {'TLS' if tls else 'plain'} port from {source}: {flood.connects}"
+        f" connects; threads {base_threads} -> peak {sampled.threads};"
         f" RSS {base_rss >> 20} -> peak {sampled.rss >> 20} MiB;"
         f" echoes ok {sum(e.returncode == 0 for e in echoes)}/5"
     )

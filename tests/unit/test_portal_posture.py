@@ -470,3 +470,19 @@ def test_log_lines_cannot_be_forged(
 def audit_count(gw: Gateway) -> int:
     with gw.db.read() as conn:
         return int(conn.execute(select(func.count()).select_from(audit_events)).scalar_one())
+
+
+def test_a_report_dated_ahead_ages_from_its_arrival(
+    gw: Gateway, client: TestClient, tmp_path: Path
+) -> None:
+    """posture_t.py: a report dated 59 s ahead (accepted: within max_future_seconds) stayed
+    fresh 59 s longer than the policy allows."""
+    key = enroll(gw, tmp_path)
+    assert post(client, signed(key, issued=NOW + timedelta(seconds=59))).is_success
+    clock = gw.clock
+    assert isinstance(clock, FixedClock)
+    clock.advance(300)
+    assert admitted(gw) is None
+    clock.advance(1)
+    reason = admitted(gw)
+    assert reason is not None and "stale" in reason
