@@ -220,7 +220,11 @@ def device_tls(
     """Require DICOM TLS from a device, or allow it plain TCP again."""
     with gateway() as gw:
         d = _device(gw, ref)
-        CredentialStore(gw.db, gw.audit, gw.clock).set_require_tls(
-            d.id, d.ae_title, require, actor()
-        )
+        store = CredentialStore(gw.db, gw.audit, gw.clock)
+        store.set_require_tls(d.id, d.ae_title, require, actor())
         out.print(f"{d.ae_title}: TLS {'required' if require else 'optional'}")
+        if not require and store.get(d.id).identity is not None:
+            out.print(
+                f"note: {d.ae_title} must send a user identity, which is accepted only over"
+                " DICOM TLS: its associations over plain TCP will still be refused"
+            )
