@@ -379,7 +379,7 @@ def _iana(openssl_name: str) -> str:
             True,
             "Service Provider (ACSE Related)",
             "user-identity",
-            "nested too deeply",
+            "nested more than 32 deep",
         ),
         (
             "JWT that never expires (exp NaN)",

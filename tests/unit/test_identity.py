@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -180,8 +182,8 @@ def _split(token: str, index: int, change: Any) -> str:
 @pytest.mark.parametrize(
     ("case", "header", "claims", "problem"),
     [
-        ("payload nested 1500 deep", None, DEEP, "nested too deeply"),
-        ("header nested 1500 deep", DEEP, json.dumps(GOOD), "nested too deeply"),
+        ("payload nested 1500 deep", None, DEEP, "nested more than 32 deep"),
+        ("header nested 1500 deep", DEEP, json.dumps(GOOD), "nested more than 32 deep"),
         ("exp NaN", None, '{"iss":"https://idp.example","aud":"ZTBRIDGE","exp":NaN}', "NaN"),
         ("exp Infinity", None, _raw(exp="Infinity"), "Infinity"),
         ("exp -Infinity", None, _raw(exp="-Infinity"), "Infinity"),
@@ -244,3 +246,30 @@ def test_argon2_runs_whatever_the_username(monkeypatch: pytest.MonkeyPatch) -> N
     ):
         assert identity.check(PASS, c, NOW) is None or c.primary != b"CT01"
     assert len(runs) == 4
+
+
+def test_deep_json_is_refused_whatever_the_recursion_limit() -> None:
+    """Libraries the gateway loads raise the recursion limit (py_ecc: 100000), and json's C
+    parser then recurses until the thread's stack overflows: a 512 KB posture body of
+    brackets killed the process. The depth is checked before parsing."""
+    program = (
+        "import sys, threading\n"
+        "sys.setrecursionlimit(100000)\n"
+        "from gateway.crypto import strict_json\n"
+        "from gateway.posture.report import parse_envelope\n"
+        "from gateway.errors import InvalidInputError\n"
+        "body = b'{\"report\": ' + b'[' * 262000 + b']' * 262000 + b', \"signature\": \"\"}'\n"
+        "def run():\n"
+        "    try:\n"
+        "        parse_envelope(body)\n"
+        "    except InvalidInputError as e:\n"
+        "        print('refused:', e)\n"
+        "t = threading.Thread(target=run)\n"
+        "t.start()\n"
+        "t.join()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-500:])
+    assert "refused: the body is not JSON: nested more than 32 deep" in done.stdout
