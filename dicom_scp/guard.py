@@ -16,22 +16,29 @@ A-ASSOCIATE-RQ against ``maximum_associations``. This module closes each of thos
 * ``BoundedDIMSE`` caps a DIMSE command set, and stops buffering a data set once it passes
   the instance size limit: the rest is counted and dropped as it arrives, and the C-STORE
   is answered 0xA700 when the transfer ends (the modality can go on with the next image).
-* ``GuardedServer`` accepts without handshaking, and each connection's own thread does the
-  TLS handshake under ``handshake_timeout``.
-* ``PendingConnections`` caps connections that have not yet sent an A-ASSOCIATE-RQ
-  (handshaking, or connected and silent); past the cap the *oldest* is dropped, so a flood
-  of idle connections cannot keep a real modality out: its request arrives milliseconds
-  after it connects.
+* ``GuardedServer`` accepts many connections per wake-up from a deep backlog and hands each
+  to the lobby (``dicom_scp.lobby``): no thread, no Association and no TLS handshake until
+  the peer sends its first byte; then each connection's own thread does the TLS handshake
+  under ``handshake_timeout``. Every association shares one prebuilt list of presentation
+  contexts (``SharedContexts``) instead of pynetdicom's deep copy per connection.
+* ``PendingConnections`` (in the lobby module) caps connections that have not yet sent an
+  A-ASSOCIATE-RQ, in total and per source address; past a cap the oldest *silent* one is
+  dropped, so a flood of idle connections cannot keep a real modality out: its request
+  arrives milliseconds after it connects.
+* ``BoundedDIMSE`` also enforces one outstanding request (no asynchronous operations window
+  is negotiated): a peer that pipelines requests is aborted instead of queued.
 
 The classes replace pynetdicom internals (``DULServiceProvider._read_pdu_data``,
-``DIMSEServiceProvider.receive_primitive``, ``RequestHandler.handle``,
-``AssociationServer.get_request``) whose behaviour was read in pynetdicom 3.0;
-``check_pynetdicom`` refuses to start on another major/minor version.
+``DIMSEServiceProvider.receive_primitive``/``send_msg``, ``RequestHandler.handle``,
+``socketserver.BaseServer._handle_request_noblock``, ``AssociationServer.service_actions``)
+whose behaviour was read in pynetdicom 3.0; ``check_pynetdicom`` refuses to start on another
+major/minor version.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import socket
 import ssl
@@ -46,10 +53,12 @@ from typing import Any
 import pynetdicom
 from pynetdicom import evt
 from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_RJ
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
+from dicom_scp.lobby import Lobby, Pending, PendingConnections
 from gateway.errors import ConfigError
 
 log = logging.getLogger("ztbridge.dicom")
@@ -71,7 +80,9 @@ def check_pynetdicom() -> None:
             (DULServiceProvider, "_decode_pdu"),
             (DIMSEServiceProvider, "receive_primitive"),
             (RequestHandler, "_create_association"),
-            (ThreadedAssociationServer, "get_request"),
+            (ThreadedAssociationServer, "process_request"),
+            (ThreadedAssociationServer, "service_actions"),
+            (ThreadedAssociationServer, "_handle_request_noblock"),
         )
     )
     if not ok:
@@ -237,37 +248,58 @@ class BoundedDUL(DULServiceProvider):
         _send_and_close(self.assoc, _abort_pdu())
 
 
+# DIMSE command fields (PS3.7 E.1): bit 15 set marks a response; C-CANCEL-RQ answers nothing.
+_RESPONSE_BIT = 0x8000
+_C_CANCEL_RQ = 0x0FFF
+
+
 class BoundedDIMSE(DIMSEServiceProvider):
-    """pynetdicom's DIMSE provider with bounded command and data set buffering."""
+    """pynetdicom's DIMSE provider with bounded command and data set buffering, one request
+    at a time.
+
+    We negotiate no Asynchronous Operations Window (PS3.7 D.3.3.3), so the default applies:
+    one outstanding operation. pynetdicom's reader would nonetheless go on decoding and
+    queueing complete messages while the association thread is still serving an earlier
+    one, so a peer that sends C-STOREs without waiting for responses makes us hold all of
+    them (200 x 8 MB took the gateway from 156 to 1049 MiB). Here a new message that starts
+    while a request is unanswered aborts the association (A-ABORT, audited as
+    ``async-window``) at its first fragment: what we hold is bounded by one instance being
+    served, whatever the peer sends.
+    """
 
     ztb_limits: Limits
     ztb_on_violation: ViolationHook
+    ztb_lock: threading.Lock
     ztb_command_bytes: int = 0
     ztb_dataset_bytes: int = 0
+    ztb_outstanding: int = 0  # requests received and not yet answered
 
     def receive_primitive(self, primitive: Any) -> None:
         limits = self.ztb_limits
+        if self.message is None:  # the first fragment of a new message
+            with self.ztb_lock:
+                busy = self.ztb_outstanding
+            if busy:
+                self._ztb_abort(
+                    "async-window",
+                    "a new DIMSE message arrived before the previous request was answered"
+                    " (no asynchronous operations window is negotiated: one request at a time)",
+                )
+                return
+            self.message = DIMSEMessage()
         for _context_id, data in primitive.presentation_data_value_list:
             if data[0] & 1:
                 self.ztb_command_bytes += len(data) - 1
             else:
                 self.ztb_dataset_bytes += len(data) - 1
         if self.ztb_command_bytes > limits.max_command_bytes:
-            self.ztb_on_violation(
-                self.assoc,
-                "command-size",
-                f"DIMSE command set over {limits.max_command_bytes} bytes",
+            self._ztb_abort(
+                "command-size", f"DIMSE command set over {limits.max_command_bytes} bytes"
             )
-            self.assoc.is_aborted = True
-            self.assoc.is_established = False
-            self.message = None
-            _send_and_close(self.assoc, _abort_pdu())
             return
         message = self.message
-        if (
-            message is not None
-            and self.ztb_dataset_bytes > limits.max_dataset_bytes
-            and not isinstance(message.data_set, Oversized)
+        if self.ztb_dataset_bytes > limits.max_dataset_bytes and not isinstance(
+            message.data_set, Oversized
         ):
             buffered = message.data_set.tell() if message.data_set is not None else 0
             message.data_set = Oversized(buffered)  # drops what was buffered so far
@@ -275,6 +307,25 @@ class BoundedDIMSE(DIMSEServiceProvider):
         if self.message is None:  # a message completed: the next one starts from zero
             self.ztb_command_bytes = 0
             self.ztb_dataset_bytes = 0
+            command = message.command_set.get("CommandField")
+            if isinstance(command, int) and not command & _RESPONSE_BIT and command != _C_CANCEL_RQ:
+                with self.ztb_lock:
+                    self.ztb_outstanding += 1
+
+    def send_msg(self, primitive: Any, context_id: int) -> None:
+        """Sending a response answers the outstanding request. Counted down *before* the
+        response is queued for the wire, so the peer's next request can never arrive first."""
+        if primitive.MessageIDBeingRespondedTo is not None:
+            with self.ztb_lock:
+                self.ztb_outstanding = max(0, self.ztb_outstanding - 1)
+        super().send_msg(primitive, context_id)
+
+    def _ztb_abort(self, check: str, reason: str) -> None:
+        self.ztb_on_violation(self.assoc, check, reason)
+        self.assoc.is_aborted = True
+        self.assoc.is_established = False
+        self.message = None
+        _send_and_close(self.assoc, _abort_pdu())
 
 
 def _peer(assoc: Any) -> str:
@@ -284,58 +335,24 @@ def _peer(assoc: Any) -> str:
         return "?"
 
 
-def _shutdown(sock: socket.socket | None) -> None:
-    if sock is None:
-        return
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
+class SharedContexts(list):  # type: ignore[type-arg]
+    """The supported presentation contexts, built once and shared by every association.
 
+    pynetdicom deep-copies the server's contexts into each new association (171 contexts of
+    up to 32 transfer syntaxes: ~26 ms of CPU and ~1 MiB per connection, before the peer has
+    sent a byte). Nothing writes to an acceptor's supported contexts after it is set:
+    ``negotiate_as_acceptor`` builds new ``PresentationContext`` objects for its results and
+    only reads these (checked in pynetdicom 3.0; ``check_pynetdicom`` pins the version, and
+    a unit test checks a negotiation leaves them as they were). So "copying" returns the
+    same list.
+    """
 
-class PendingConnections:
-    """Connections without an A-ASSOCIATE-RQ yet, oldest first; past the cap the oldest go."""
-
-    def __init__(self, cap: int) -> None:
-        self._cap = cap
-        self._items: dict[object, Callable[[], None]] = {}
-        self._lock = threading.Lock()
-        self.evicted = 0
-        self._last_log = 0.0
-
-    def add(self, key: object, closer: Callable[[], None]) -> None:
-        """Track a new connection; drops the oldest ones if over the cap."""
-        victims = []
-        with self._lock:
-            self._items[key] = closer
-            while len(self._items) > self._cap:
-                oldest = next(iter(self._items))
-                victims.append(self._items.pop(oldest))
-            self.evicted += len(victims)
-            now = time.monotonic()
-            report = bool(victims) and now - self._last_log > 10
-            if report:
-                self._last_log = now
-        for close in victims:
-            close()
-        if report:
-            log.warning(
-                "more than %d connections without an association request: dropped the"
-                " oldest (%d dropped so far)",
-                self._cap,
-                self.evicted,
-            )
-
-    def discard(self, key: object) -> None:
-        """The connection sent its request, or closed."""
-        with self._lock:
-            self._items.pop(key, None)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._items)
+    def __deepcopy__(self, memo: dict[int, Any]) -> SharedContexts:
+        return self
 
 
 class Guard:
-    """Shared by the plain and TLS servers: limits, the pending pool, and the hooks."""
+    """Shared by the plain and TLS servers: limits, the pending pool, the lobby, the hooks."""
 
     def __init__(
         self,
@@ -343,29 +360,37 @@ class Guard:
         max_pending: int,
         on_violation: ViolationHook,
         on_handshake_failure: HandshakeHook,
+        *,
+        max_pending_per_ip: int | None = None,
+        first_byte_timeout: float = 30.0,
     ) -> None:
         check_pynetdicom()
         self.limits = limits
-        self.pending = PendingConnections(max_pending)
+        self.pending = PendingConnections(max_pending, max_pending_per_ip or max_pending)
+        self.lobby = Lobby(self.pending, first_byte_timeout)
         self.on_violation = on_violation
         self.on_handshake_failure = on_handshake_failure
 
-    def install(self, assoc: Any) -> None:
+    def install(self, assoc: Any, pending: Pending) -> None:
         """Swap the association's DUL and DIMSE providers for the bounded ones.
 
-        Done before the association's threads start; the subclasses add no state of their
-        own beyond class-level defaults, so the swap keeps every queue and timer as built.
+        Done before the association's threads start; the subclasses' own state is set here,
+        so the swap keeps every queue and timer as built.
         """
+        assoc.ztb_pending = pending
         assoc.dul.__class__ = BoundedDUL
         assoc.dul.ztb_limits = self.limits
         assoc.dul.ztb_on_violation = self.on_violation
         assoc.dimse.__class__ = BoundedDIMSE
         assoc.dimse.ztb_limits = self.limits
         assoc.dimse.ztb_on_violation = self.on_violation
+        assoc.dimse.ztb_lock = threading.Lock()
 
     def requested(self, assoc: Any) -> None:
         """The association's A-ASSOCIATE-RQ arrived: it is no longer pending."""
-        self.pending.discard(assoc)
+        pending = getattr(assoc, "ztb_pending", None)
+        if pending is not None:
+            self.pending.discard(pending)
 
     def closed(self, event: Any) -> None:
         """EVT_CONN_CLOSE: forget the connection; wake an acceptor still waiting for its RQ.
@@ -374,7 +399,7 @@ class Guard:
         after the peer is gone; a None on its queue ends that wait at once.
         """
         assoc = event.assoc
-        self.pending.discard(assoc)
+        self.requested(assoc)
         if assoc.is_acceptor and assoc.requestor.primitive is None:
             assoc.dul.to_user_queue.put(None)
 
@@ -384,40 +409,52 @@ class Guard:
 
 
 class GuardedRequestHandler(RequestHandler):
-    """Per connection, on its own thread: TLS handshake with a deadline, then the association."""
+    """Per connection that has spoken, on its own thread: TLS handshake with a deadline, then
+    the association."""
 
     server: GuardedServer
 
     def handle(self) -> None:
         guard = self.server.guard
-        sock: socket.socket = self.request
-        key = object()
-        guard.pending.add(key, lambda: _shutdown(sock))
+        pending: Pending = self.request  # GuardedServer passes the lobby's entry
+        sock = pending.sock
+        context = self.server.ssl_context
         try:
-            if isinstance(sock, ssl.SSLSocket):
+            if context is not None:
+                sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+                pending.sock = sock  # an eviction must shut the wrapper (it owns the fd now)
                 sock.settimeout(guard.limits.handshake_timeout)
-                try:
-                    sock.do_handshake()
-                except (OSError, ValueError) as e:
-                    guard.on_handshake_failure(self.client_address, e)
-                    _shutdown(sock)
-                    sock.close()
-                    return
+                sock.do_handshake()
             sock.settimeout(guard.limits.io_timeout)
-        finally:
-            guard.pending.discard(key)
+        except (OSError, ValueError) as e:
+            evicted = pending not in guard.pending  # we hung up on it: nothing to report
+            guard.pending.discard(pending)
+            if context is not None and not evicted:
+                guard.on_handshake_failure(self.client_address, e)
+            with contextlib.suppress(OSError):
+                sock.close()
+            return
+        if pending not in guard.pending:  # evicted while handshaking
+            with contextlib.suppress(OSError):
+                sock.close()
+            return
         # As RequestHandler.handle, with the bounded providers and the pending pool.
+        self.request = sock
         assoc = self._create_association()
-        guard.install(assoc)
-        guard.pending.add(assoc, lambda: _shutdown(sock))
+        guard.install(assoc, pending)
         evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
         assoc.start()
 
 
 class GuardedServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server, accepting without a TLS handshake on the accept thread."""
+    """pynetdicom's threaded server, fitted for floods: a deep listen backlog, accepting
+    many connections per wake-up, and a lobby that holds each one without a thread until it
+    sends its first byte (TLS handshakes, too, happen on the connection's own thread)."""
 
     daemon_threads = True
+    request_queue_size = 1024  # the kernel caps it at net.core.somaxconn
+    ACCEPT_BATCH = 64
+    GC_INTERVAL = 60.0
 
     def __init__(
         self,
@@ -431,15 +468,51 @@ class GuardedServer(ThreadedAssociationServer):
         guard: Guard,
     ) -> None:
         self.guard = guard
+        self._last_gc = time.monotonic()
         super().__init__(
-            ae, address, ae_title, contexts, ssl_context, evt_handlers, GuardedRequestHandler
+            ae,
+            address,
+            ae_title,
+            SharedContexts(contexts),
+            ssl_context,
+            evt_handlers,
+            GuardedRequestHandler,
         )
-
-    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         assert self.socket is not None
-        client, address = self.socket.accept()
-        if self.ssl_context:
-            client = self.ssl_context.wrap_socket(
-                client, server_side=True, do_handshake_on_connect=False
-            )
-        return client, address
+        self.socket.setblocking(False)
+        guard.lobby.start()
+
+    def _handle_request_noblock(self) -> None:
+        """Accept what the backlog holds (up to a batch) and hand each to the lobby.
+
+        Nothing here costs more than an ``accept``: no thread, no Association, no TLS.
+        """
+        assert self.socket is not None
+        for _ in range(self.ACCEPT_BATCH):
+            try:
+                client, address = self.socket.accept()
+            except OSError:  # BlockingIOError: backlog empty; anything else: try next time
+                return
+            try:
+                self.guard.lobby.admit(client, address, self._proceed)
+            except Exception:
+                log.exception("could not take the connection from %s", address[0])
+                client.close()
+
+    def _proceed(self, pending: Pending, address: tuple[str, int]) -> None:
+        """The connection spoke: serve it on its own thread (ThreadingMixIn)."""
+        self.process_request(pending, address)  # type: ignore[arg-type]
+
+    def shutdown_request(self, request: Any) -> None:
+        if isinstance(request, Pending):
+            self.guard.pending.discard(request)
+            request = request.sock
+        super().shutdown_request(request)
+
+    def service_actions(self) -> None:
+        """pynetdicom collects garbage every 60 accept-loop passes: under a connection flood
+        that is a full collection every few milliseconds. Once a minute is plenty."""
+        now = time.monotonic()
+        if now - self._last_gc > self.GC_INTERVAL:
+            self._last_gc = now
+            gc.collect()

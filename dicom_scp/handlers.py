@@ -13,6 +13,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 from pynetdicom import evt
@@ -23,12 +24,19 @@ from dicom_scp import fastpath, reactor
 from dicom_scp.guard import Guard, Oversized
 from dicom_scp.tls import diagnose
 from gateway import identity
-from gateway.admission import AssociationFacts, RejectReason, check_association_limits, decide
+from gateway.admission import (
+    AssociationFacts,
+    RejectReason,
+    check_association_limits,
+    check_posture,
+    decide,
+)
 from gateway.audit import AuditEvent
 from gateway.credentials import CredentialStore, DeviceCredentials
 from gateway.dataset import STATUS_OUT_OF_RESOURCES
 from gateway.errors import ZtbridgeError
 from gateway.ingest import Incoming, Origin
+from gateway.logsafe import shown
 from gateway.pki import fingerprint
 from gateway.posture.service import PostureFailure
 from gateway.service import Gateway
@@ -54,7 +62,8 @@ STATUS_PROCESSING_FAILURE = 0x0110
 
 
 def _peer(assoc: Any) -> str:
-    return f"{assoc.requestor.ae_title.strip()}@{assoc.requestor.address}"
+    """``AE@address`` for logs and audit; the AE title is the peer's choice (gateway/logsafe)."""
+    return f"{shown(assoc.requestor.ae_title.strip())}@{assoc.requestor.address}"
 
 
 def _transport(assoc: Any) -> tuple[str, str | None]:
@@ -78,6 +87,10 @@ def _identity_claim(assoc: Any) -> identity.Claim | None:
     )
 
 
+def _days(days: int) -> timedelta | None:
+    return timedelta(days=days) if days > 0 else None
+
+
 class Handlers:
     """Binds the gateway to pynetdicom events; remembers each admitted association's origin."""
 
@@ -92,6 +105,12 @@ class Handlers:
         self.guard: Guard | None = None  # set by the server: pending pool, limits
         # argon2id costs ~20 MiB and tens of ms per check: at most two at a time.
         self._identity_slots = threading.BoundedSemaphore(2)
+        # Posture failures seen per device (under _lock), and the count each admitted
+        # association was admitted at: a failure that lands while an association is between
+        # its posture check and its A-ASSOCIATE-AC is caught at registration or on_accepted.
+        self._posture_failures: dict[int, int] = {}
+        self._admitted_at: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._aborting: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def bindings(self) -> list[EventBinding]:
         """The (event, handler) pairs for ``AE.start_server``."""
@@ -154,6 +173,8 @@ class Handlers:
         calling = str(rq.calling_ae_title).strip()
         called = str(rq.called_ae_title).strip()
         device = self.gw.devices.by_ae(calling)
+        with self._lock:  # before the posture snapshot below
+            failures = self._posture_failures.get(device.id, 0) if device else 0
         transport, peer_cert = _transport(assoc)
         creds = self.credentials.get(device.id) if device else DeviceCredentials()
         owner = None
@@ -172,6 +193,7 @@ class Handlers:
             certificate_owner=owner,
             credentials=creds,
             user_identity=_identity_claim(assoc),
+            max_jwt_validity=_days(self.gw.settings.tls.max_jwt_validity_days),
             now=self.gw.clock.now(),
             max_associations=s.max_associations,
             max_per_device=s.max_associations_per_device,
@@ -183,7 +205,7 @@ class Handlers:
                 refusal = decide(facts)
         else:
             refusal = decide(facts)
-        actor = f"{calling}@{facts.peer_ip}"
+        actor = f"{shown(calling)}@{facts.peer_ip}"
         if refusal is None:
             assert device is not None
             with self._lock:  # count and register atomically: limits cannot be overrun
@@ -191,10 +213,15 @@ class Handlers:
                 refusal = check_association_limits(
                     replace(facts, open_associations=total, open_for_device=mine)
                 )
+                now_failures = self._posture_failures.get(device.id, 0)
+                if refusal is None and now_failures != failures:  # failed while we checked
+                    fresh = self.gw.posture.status(device.id)
+                    refusal = check_posture(replace(facts, posture=fresh))
                 if refusal is None:
                     self._origins[assoc] = Origin(
                         kind="c-store", actor=actor, calling_ae=calling, device_id=device.id
                     )
+                    self._admitted_at[assoc] = now_failures
         if refusal is not None:
             log.warning(
                 "association from %s refused (%s): %s", actor, refusal.check, refusal.reason
@@ -233,7 +260,7 @@ class Handlers:
             calling = str(assoc.requestor.primitive.calling_ae_title).strip()
         except AttributeError:
             calling = "?"
-        actor = f"{calling}@{assoc.requestor.address}"
+        actor = f"{shown(calling)}@{assoc.requestor.address}"
         log.warning("association from %s refused (%s): %s", actor, check, reason)
         self._audit(
             AuditEvent(
@@ -267,33 +294,51 @@ class Handlers:
         """A device's posture just failed: abort its open associations if settings say so.
 
         Runs on the thread that received the report. Whatever the aborted modality had
-        sent and was acknowledged is durable; it resends the rest once admitted again.
+        sent and was acknowledged is durable; it resends the rest once admitted again. An
+        association admitted but not yet established is counted here and aborted by
+        ``on_accepted`` (it may not be aborted before its A-ASSOCIATE-AC is sent).
         """
+        with self._lock:
+            self._posture_failures[failure.device_id] = (
+                self._posture_failures.get(failure.device_id, 0) + 1
+            )
+            victims = [a for a, o in self._origins.items() if o.device_id == failure.device_id]
         if not self.gw.settings.posture.abort_on_failure:
             return
-        with self._lock:
-            victims = [a for a, o in self._origins.items() if o.device_id == failure.device_id]
+        reason = f"device {failure.ae_title!r} fails policy {failure.policy!r}: " + "; ".join(
+            failure.reasons
+        )
         for assoc in victims:
-            if not assoc.is_established:
-                continue
-            reason = "; ".join(failure.reasons)
-            log.warning(
-                "association from %s aborted (posture): device %r fails policy %r: %s",
+            if assoc.is_established:
+                self.abort_for_posture(assoc, reason)
+
+    def abort_for_posture(self, assoc: Any, reason: str) -> None:
+        """Abort an admitted association whose device no longer passes posture: log, audit.
+
+        The abort itself runs on a thread of its own: pynetdicom waits for the peer to close
+        after an A-ABORT (up to the ARTIM timeout), and the caller (a posture report being
+        answered, the posture watch, an association being accepted) must not wait with it.
+        """
+        with self._lock:
+            if assoc in self._aborting or assoc.is_aborted or not assoc.is_alive():
+                return
+            self._aborting.add(assoc)
+        log.warning("association from %s aborted (posture): %s", _peer(assoc), reason)
+        self._audit(
+            AuditEvent(
+                "association.aborted",
                 _peer(assoc),
-                failure.ae_title,
-                failure.policy,
-                reason,
+                self.gw.settings.dicom.ae_title,
+                "refused",
+                {"check": "posture", "reason": reason},
             )
-            self._audit(
-                AuditEvent(
-                    "association.aborted",
-                    _peer(assoc),
-                    self.gw.settings.dicom.ae_title,
-                    "refused",
-                    {"check": "posture", "reason": reason},
-                )
-            )
-            assoc.abort()
+        )
+        threading.Thread(target=assoc.abort, name="AbortPosture", daemon=True).start()
+
+    def admitted(self) -> list[tuple[Any, Origin]]:
+        """Admitted associations still running, with their origin (for the posture watch)."""
+        with self._lock:
+            return [(a, o) for a, o in list(self._origins.items()) if a.is_alive()]
 
     def on_accepted(self, event: Any) -> None:
         """Audit that an admitted association was established."""
@@ -306,6 +351,17 @@ class Handlers:
             detail.update(transport="tls", tls=sock.version(), cipher=cipher[0] if cipher else None)
         via = f", {detail['tls']} {detail['cipher']}" if detail["transport"] == "tls" else ""
         log.info("association from %s accepted (%d contexts%s)", _peer(assoc), contexts, via)
+        origin = self._origins.get(assoc)
+        with self._lock:
+            failed = (
+                origin is not None
+                and origin.device_id is not None
+                and self._admitted_at.get(assoc) != self._posture_failures.get(origin.device_id, 0)
+            )
+        if failed and self.gw.settings.posture.abort_on_failure:
+            # Its device failed posture after admission, before it was established.
+            reason = "its device failed posture while the association was being established"
+            self.abort_for_posture(assoc, reason)
         self._audit(
             AuditEvent(
                 "association.accepted",

@@ -13,6 +13,7 @@ from dicom_scp.contexts import storage_contexts, verification_context
 from dicom_scp.guard import Guard, GuardedServer, Limits
 from dicom_scp.handlers import Handlers
 from dicom_scp.tls import server_context
+from dicom_scp.watch import PostureWatch
 from gateway.errors import ConfigError
 from gateway.pki import PkiPaths
 from gateway.service import Gateway
@@ -55,8 +56,11 @@ class DicomServer:
             s.max_pending_connections,
             self.handlers.on_violation,
             self.handlers.on_handshake_failure,
+            max_pending_per_ip=s.max_pending_per_address,
+            first_byte_timeout=s.acse_timeout,
         )
         self.handlers.guard = self.guard
+        self.watch = PostureWatch(gateway, self.handlers, gateway.settings.posture.recheck_seconds)
         self._servers: list[Any] = []
         self._server: Any = None  # the first listener (kept for callers that test it)
         self.listening: list[str] = []
@@ -113,6 +117,7 @@ class DicomServer:
         except OSError:
             self._shutdown_servers()
             raise
+        self.watch.start()
 
     def _transferring(self) -> list[Any]:
         """Established associations we accepted (a bare TCP connect does not count)."""
@@ -139,7 +144,9 @@ class DicomServer:
         self._shutdown_servers()
 
     def _shutdown_servers(self) -> None:
+        self.watch.stop()
         for server in self._servers:
             server.shutdown()
         self._servers = []
         self._server = None
+        self.guard.lobby.stop()

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
+from pathlib import Path
 
 from gateway.errors import ConfigError
 from gateway.pki import PkiPaths
 from gateway.settings import TlsSettings
+
+# RFC 7919's 2048-bit group (BCP 195 / RFC 9325 4.5: named FFDHE groups, at least 2048 bits).
+FFDHE2048 = Path(__file__).with_name("ffdhe2048.pem")
 
 BCP195_TLS12_CIPHERS = ":".join(
     (
@@ -45,6 +49,9 @@ def server_context(paths: PkiPaths, settings: TlsSettings) -> ssl.SSLContext:
     ctx.options |= ssl.OP_NO_RENEGOTIATION
     ctx.verify_mode = ssl.CERT_REQUIRED
     try:
+        # Without DH parameters OpenSSL never selects a DHE suite, however it is listed: a
+        # modality that offers only DHE-RSA (as BCP 195 allows) would find no suite in common.
+        ctx.load_dh_params(str(FFDHE2048))
         ctx.load_verify_locations(cafile=str(paths.ca_cert))
         ctx.load_cert_chain(str(paths.server_cert), str(paths.server_key))
     except (OSError, ssl.SSLError) as e:

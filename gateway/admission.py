@@ -9,8 +9,8 @@ checks come first, so an unknown peer never makes us verify a passcode or a toke
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from enum import StrEnum
 from ipaddress import ip_address
 from typing import Literal
@@ -57,6 +57,7 @@ class AssociationFacts:
     certificate_owner: str | None = None  # AE title of the device it was issued to, if any
     credentials: DeviceCredentials = field(default_factory=DeviceCredentials)
     user_identity: identity.Claim | None = None
+    max_jwt_validity: timedelta | None = None  # a JWT's exp may lie at most this far ahead
     # Associations already admitted and still open: in total and for this device.
     open_associations: int = 0
     open_for_device: int = 0
@@ -228,14 +229,28 @@ def check_tls_certificate(f: AssociationFacts) -> Refusal | None:
 
 
 def check_user_identity(f: AssociationFacts) -> Refusal | None:
-    """Where the device requires a user identity, the request must prove it."""
+    """Where the device requires a user identity, the request must prove it, over TLS.
+
+    A passcode or token sent over plain TCP has crossed the network in clear: it is refused
+    whatever it says. A JWT requirement registered without a subject (before subjects
+    defaulted to the AE title) is held to the device's AE title, so one issuer's token for
+    one modality cannot open associations for another.
+    """
     req = f.credentials.identity
     if f.device is None or req is None:
         return None
-    if f.now is None:  # fail closed: token times cannot be judged without a clock
-        problem: str | None = "no clock to judge the identity by"
+    if isinstance(req, identity.JwtRequirement) and req.subject is None:
+        req = replace(req, subject=f.device.ae_title)
+    problem: str | None
+    if f.transport != "tls":
+        problem = (
+            "a user identity is accepted only over DICOM TLS (over plain TCP the passcode or"
+            " token crosses the network in clear)"
+        )
+    elif f.now is None:  # fail closed: token times cannot be judged without a clock
+        problem = "no clock to judge the identity by"
     else:
-        problem = identity.check(req, f.user_identity, f.now)
+        problem = identity.check(req, f.user_identity, f.now, f.max_jwt_validity)
     if problem is None:
         return None
     return Refusal(

@@ -29,6 +29,7 @@ from gateway.export import export_car, export_study
 from gateway.importer import discover, import_paths
 from gateway.index.models import audit_events, devices, instances, studies
 from gateway.ingest import Outcome, Receipt
+from gateway.logsafe import SafeFormatter
 from gateway.posture.policy import NO_POLICY
 from gateway.service import Gateway, StoreAccess, open_gateway
 from gateway.settings import Settings, load_settings
@@ -58,13 +59,10 @@ def actor() -> str:
 
 
 def setup_logging(level: str) -> None:
-    """Plain timestamped lines on stderr."""
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
+    """Plain timestamped lines on stderr, one per message whatever a peer put in it."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 
 
@@ -214,8 +212,13 @@ def device_add(
         ),
     ] = None,
     require_tls: Annotated[
-        bool, typer.Option("--require-tls", help="refuse this device over plain TCP")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--require-tls/--allow-plain",
+            help="refuse this device over plain TCP (the default with --cert-out or"
+            " --user-identity; --allow-plain keeps plain TCP open to a device with a certificate)",
+        ),
+    ] = None,
     cert_out: Annotated[
         Path | None,
         typer.Option(
@@ -247,7 +250,8 @@ def device_add(
         str | None, typer.Option("--jwt-audience", help="jwt: aud claim (default: our AE)")
     ] = None,
     jwt_subject: Annotated[
-        str | None, typer.Option("--jwt-subject", help="jwt: required sub claim (optional)")
+        str | None,
+        typer.Option("--jwt-subject", help="jwt: required sub claim (default: the AE title)"),
     ] = None,
 ) -> None:
     """Register a device allowed to send: AE title, source addresses, posture policy,
@@ -293,7 +297,7 @@ def device_add(
                 f"TLS client certificate {done.cert_path}, key {done.key_path}"
                 f" (SHA-256 {done.fingerprint}); CA certificate {s.home / 'tls' / 'ca.pem'}"
             )
-        if require_tls or done.cert_path is not None:
+        if prepared.options.require_tls or done.cert_path is not None:
             port = f"DICOM TLS port {s.tls.port}"
         if done.generated_passcode:
             err.print(

@@ -19,7 +19,7 @@ from gateway.audit import AuditEvent
 from gateway.cli import actor, app, device_app, err, fail, gateway, out, settings
 from gateway.credentials import CredentialStore
 from gateway.devices import Device
-from gateway.enrollment import issue_for, write_cert_files
+from gateway.enrollment import issue_for, remove_cert_files, write_cert_files
 from gateway.errors import InvalidInputError, ZtbridgeError
 from gateway.service import Gateway
 
@@ -177,12 +177,20 @@ def device_cert(
     passphrase, _ = ca_passphrase()
     with gateway() as gw:
         d = _device(gw, ref)
-        if pki.key_path_for(cert_out).exists() or cert_out.exists():
+        key_out = pki.key_path_for(cert_out)
+        if any(p.exists() or p.is_symlink() for p in (cert_out, key_out)):
             raise InvalidInputError(f"{cert_out} or its .key already exists: choose another name")
         issued = issue_for(gw, d.ae_title, passphrase, days)
         store = CredentialStore(gw.db, gw.audit, gw.clock)
-        revoked = store.add_certificate(d.id, d.ae_title, issued, actor(), not keep_old)
+        # The new files first: if they cannot be written nothing is revoked, and the device
+        # keeps the certificate it has. Only then the record (revoking the old ones); if that
+        # fails, the new files go again.
         cert_path, key_path = write_cert_files(cert_out, issued)
+        try:
+            revoked = store.add_certificate(d.id, d.ae_title, issued, actor(), not keep_old)
+        except BaseException:
+            remove_cert_files(cert_path, key_path)
+            raise
         out.print(
             f"certificate for {d.ae_title} written to {cert_path} (key {key_path}),"
             f" SHA-256 {issued.fingerprint}, until {issued.not_after:%Y-%m-%d};"
@@ -212,7 +220,11 @@ def device_tls(
     """Require DICOM TLS from a device, or allow it plain TCP again."""
     with gateway() as gw:
         d = _device(gw, ref)
-        CredentialStore(gw.db, gw.audit, gw.clock).set_require_tls(
-            d.id, d.ae_title, require, actor()
-        )
+        store = CredentialStore(gw.db, gw.audit, gw.clock)
+        store.set_require_tls(d.id, d.ae_title, require, actor())
         out.print(f"{d.ae_title}: TLS {'required' if require else 'optional'}")
+        if not require and store.get(d.id).identity is not None:
+            out.print(
+                f"note: {d.ae_title} must send a user identity, which is accepted only over"
+                " DICOM TLS: its associations over plain TCP will still be refused"
+            )

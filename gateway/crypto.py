@@ -17,12 +17,17 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import json
+import math
 import os
+import re
 import secrets
+from array import array
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any, Literal
 
 from argon2 import PasswordHasher
@@ -444,8 +449,10 @@ def hash_passcode(passcode: str) -> str:
     return _PASSCODES.hash(passcode)
 
 
-def verify_passcode(encoded: str, passcode: str) -> bool:
-    """Whether ``passcode`` matches an ``hash_passcode`` result (constant-time inside argon2)."""
+def verify_passcode(encoded: str, passcode: str | bytes) -> bool:
+    """Whether ``passcode`` matches an ``hash_passcode`` result (constant-time inside argon2).
+
+    Bytes are compared as sent; a str is taken as its UTF-8 encoding (what was hashed)."""
     try:
         return _PASSCODES.verify(encoded, passcode)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
@@ -484,10 +491,74 @@ def load_jwt_key(pem: str) -> JwtKey:
 MAX_JWT_BYTES = 8192
 
 
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def _b64url(part: str) -> bytes:
-    if not part or "=" in part or not all(c.isalnum() or c in "-_" for c in part):
+    """Strict unpadded base64url (RFC 7515 2): ASCII alphabet only, no padding, no length
+    that no byte string encodes to, and no stray bits in the last character, so each byte
+    string has exactly one accepted text form."""
+    if not part or len(part) % 4 == 1 or not _B64URL.fullmatch(part):
         raise CryptoError("token is not base64url")
-    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    try:
+        data = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    except (binascii.Error, ValueError) as e:
+        raise CryptoError("token is not base64url") from e
+    if base64.urlsafe_b64encode(data).rstrip(b"=").decode() != part:
+        raise CryptoError("token is not canonical base64url (stray bits in its last character)")
+    return data
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("duplicate member names")
+    return out
+
+
+# Deepest nesting accepted in untrusted JSON. Tokens and posture reports nest 2 to 4 deep.
+# Checked before parsing, never left to the interpreter's recursion limit: libraries raise it
+# (py_ecc, under web3's tester, sets 100000), and json's C parser then recurses until the
+# thread's stack overflows: a 512 KB body of brackets is a segmentation fault, not an error.
+MAX_JSON_DEPTH = 32
+_NOT_A_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[^\[\]{}"]+')
+_BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+
+
+def json_depth(text: str) -> int:
+    """How deep arrays and objects nest in ``text`` (brackets inside strings do not count);
+    linear, in C: ~20 ms for 512 KB of brackets."""
+    steps = _NOT_A_BRACKET.sub("", text).encode().translate(_BRACKET_STEPS, b'"')
+    return max(accumulate(array("b", steps)), default=0)
+
+
+def strict_json(data: bytes | str) -> Any:
+    """JSON as RFC 8259 defines it, for untrusted input: UTF-8, no NaN/Infinity, no number
+    that overflows to infinity, no duplicate member names, at most ``MAX_JSON_DEPTH`` deep.
+    Every malformation is a ValueError (UnicodeDecodeError included)."""
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    if json_depth(text) > MAX_JSON_DEPTH:
+        raise ValueError(f"nested more than {MAX_JSON_DEPTH} deep")
+    try:
+        return json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+            object_pairs_hook=_unique_keys,
+        )
+    except RecursionError as e:
+        raise ValueError("nested too deeply") from e
 
 
 def verify_jws(token: str, key: JwtKey) -> dict[str, Any]:
@@ -501,11 +572,12 @@ def verify_jws(token: str, key: JwtKey) -> dict[str, Any]:
     parts = token.split(".")
     if len(parts) != 3:
         raise CryptoError("token is not a compact JWS (header.payload.signature)")
+    header_bytes, claims_bytes, signature = (_b64url(p) for p in parts)
     try:
-        header = json.loads(_b64url(parts[0]))
-        claims = json.loads(_b64url(parts[1]))
-    except ValueError as e:
-        raise CryptoError("token header or payload is not JSON") from e
+        header = strict_json(header_bytes)
+        claims = strict_json(claims_bytes)
+    except ValueError as e:  # UnicodeDecodeError too
+        raise CryptoError(f"token header or payload is not JSON: {e}") from e
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise CryptoError("token header and payload must be JSON objects")
     if header.get("alg") != key.alg:
@@ -513,7 +585,6 @@ def verify_jws(token: str, key: JwtKey) -> dict[str, Any]:
     if "crit" in header:
         raise CryptoError("token has critical header extensions we do not understand")
     signed = f"{parts[0]}.{parts[1]}".encode()
-    signature = _b64url(parts[2])
     try:
         if isinstance(key._key, ed25519.Ed25519PublicKey):
             key._key.verify(signature, signed)

@@ -2,15 +2,16 @@
 
 Two steps so nothing is half done: ``prepare`` checks every input and does the slow or
 failure-prone work (unlocking the CA, issuing the certificate in memory, hashing the passcode,
-reading the issuer key) *before* the device exists; ``apply`` then records it and writes the
-certificate and key files, which must not exist (checked in ``prepare``, enforced again by
-an exclusive create).
+reading the issuer key) *before* the device exists; ``apply`` then writes the certificate and
+key files, which must not exist (checked in ``prepare``, enforced again when each is linked
+into place), and only then records them; files whose records fail are removed again.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -28,7 +29,9 @@ IdentityKind = Literal["none", "passcode", "jwt"]
 class EnrollOptions:
     """What the administrator asked for."""
 
-    require_tls: bool = False
+    # None: required when a certificate is issued or a user identity required (the default
+    # for a device set up for TLS), else not; False is an explicit --allow-plain.
+    require_tls: bool | None = None
     cert_out: Path | None = None
     cert_days: int = pki.LEAF_DAYS
     user_identity: IdentityKind = "none"
@@ -38,6 +41,23 @@ class EnrollOptions:
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_subject: str | None = None
+
+
+def requires_tls(o: EnrollOptions) -> bool:
+    """Whether the device will be refused over plain TCP.
+
+    A certificate or a user identity makes TLS the default: a device set up for TLS that
+    still may fall back to plain TCP gains nothing from its certificate, and a passcode or
+    token over plain TCP crosses the network in clear (admission refuses it anyway).
+    """
+    if o.require_tls is False and o.user_identity != "none":
+        raise InvalidInputError(
+            "--allow-plain cannot go with --user-identity: a passcode or token is accepted"
+            " only over DICOM TLS (over plain TCP it would cross the network in clear)"
+        )
+    if o.require_tls is not None:
+        return o.require_tls
+    return o.cert_out is not None or o.user_identity != "none"
 
 
 @dataclass(frozen=True)
@@ -63,7 +83,7 @@ class Enrolled:
 def _check_out_files(cert_out: Path) -> tuple[Path, Path]:
     key_out = pki.key_path_for(cert_out)
     for path in (cert_out, key_out):
-        if path.exists():
+        if path.exists() or path.is_symlink():
             raise InvalidInputError(f"{path} already exists: move it away or choose another name")
         if not path.parent.is_dir():
             raise InvalidInputError(f"folder {path.parent} does not exist")
@@ -120,7 +140,9 @@ def _identity(gw: Gateway, ae: str, o: EnrollOptions) -> tuple[Requirement | Non
         raise InvalidInputError(f"cannot read {o.jwt_key}: {e.strerror}") from e
     crypto.load_jwt_key(pem)  # refuses a key that is not Ed25519 or P-256, up front
     audience = o.jwt_audience or gw.settings.dicom.ae_title
-    return JwtRequirement(o.jwt_issuer, audience, pem, o.jwt_subject), None
+    # The subject defaults to the AE title: the audience is this gateway for every device, so
+    # without a per-device subject one token from the issuer would speak for all of them.
+    return JwtRequirement(o.jwt_issuer, audience, pem, o.jwt_subject or ae.strip()), None
 
 
 def prepare(
@@ -129,35 +151,73 @@ def prepare(
     """Check everything and do the work that can fail, before the device is created."""
     if options.cert_out is not None:
         _check_out_files(options.cert_out)
+    tls = requires_tls(options)
     ident, generated = _identity(gw, ae_title, options)
     issued = None
     if options.cert_out is not None:
         issued = issue_for(gw, ae_title, ca_passphrase, options.cert_days)
-    elif options.require_tls:
+    elif tls:
         pki.load_ca_cert(pki.PkiPaths(gw.settings.home))  # TLS needs a CA: say so now
-    return Prepared(options, issued, ident, generated)
+    return Prepared(replace(options, require_tls=tls), issued, ident, generated)
+
+
+def _place(path: Path, data: bytes) -> None:
+    """Write ``data`` at ``path`` whole or not at all: to a temporary file beside it (0600,
+    fsynced), then hard-linked into place, which fails rather than replace anything there."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    pki.write_new_file(tmp, data)
+    try:
+        os.link(tmp, path)
+    except FileExistsError as e:
+        raise InvalidInputError(
+            f"{path} already exists: move it away or choose another name"
+        ) from e
+    except OSError as e:
+        raise InvalidInputError(f"cannot write {path}: {e.strerror}") from e
+    finally:
+        tmp.unlink(missing_ok=True)
+    pki.fsync_folder(path.parent)
 
 
 def write_cert_files(cert_out: Path, issued: pki.Issued) -> tuple[Path, Path]:
-    """Write the certificate and its key, owner-only, refusing to overwrite either."""
+    """Write the certificate and its key, owner-only, refusing to overwrite either; both or
+    neither (a key written without its certificate is removed again)."""
     cert_path, key_path = _check_out_files(cert_out)
-    pki.write_new_file(key_path, issued.key_pem)
-    pki.write_new_file(cert_path, issued.cert_pem)
+    _place(key_path, issued.key_pem)
+    try:
+        _place(cert_path, issued.cert_pem)
+    except BaseException:
+        key_path.unlink(missing_ok=True)
+        raise
     return cert_path, key_path
+
+
+def remove_cert_files(cert_path: Path, key_path: Path) -> None:
+    """Undo ``write_cert_files`` when what they were written for could not be recorded."""
+    for path in (cert_path, key_path):
+        path.unlink(missing_ok=True)
 
 
 def apply(gw: Gateway, device: Device, prepared: Prepared, actor: str) -> Enrolled:
     """Record the device's credentials and write its certificate files."""
     store = CredentialStore(gw.db, gw.audit, gw.clock)
     o = prepared.options
-    if o.require_tls:
-        store.set_require_tls(device.id, device.ae_title, True, actor)
-    if prepared.identity is not None:
-        store.set_identity(device.id, device.ae_title, prepared.identity, actor)
     cert_path = key_path = None
+    # Files first, then the records: a certificate recorded whose key never reached the
+    # disk would be a credential nobody holds; files whose records failed are removed.
     if prepared.issued is not None and o.cert_out is not None:
-        store.add_certificate(device.id, device.ae_title, prepared.issued, actor, False)
         cert_path, key_path = write_cert_files(o.cert_out, prepared.issued)
+    try:
+        if o.require_tls:
+            store.set_require_tls(device.id, device.ae_title, True, actor)
+        if prepared.identity is not None:
+            store.set_identity(device.id, device.ae_title, prepared.identity, actor)
+        if prepared.issued is not None:
+            store.add_certificate(device.id, device.ae_title, prepared.issued, actor, False)
+    except BaseException:
+        if cert_path is not None and key_path is not None:
+            remove_cert_files(cert_path, key_path)
+        raise
     return Enrolled(
         cert_path,
         key_path,

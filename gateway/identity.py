@@ -10,7 +10,10 @@ A device may require one of two kinds of identity in its A-ASSOCIATE-RQ:
   which a shared HS256 secret would allow. The token must carry ``iss`` equal to the
   registered issuer, ``aud`` containing the registered audience (by default our AE title),
   ``exp`` in the future and, if present, ``nbf``/``iat`` not in the future (60 s leeway);
-  ``sub`` must equal the registered subject if one is registered.
+  ``sub`` must equal the registered subject (by default the device's AE title, so one
+  issuer's token for one modality cannot open associations for another). Times must be
+  finite numbers (the JSON parser refuses NaN/Infinity and numbers that overflow), and
+  ``exp`` may lie at most ``tls.max_jwt_validity_days`` ahead.
 
 ``check`` is a pure function of the requirement, the claim and the time: it returns None
 when the identity is proven, else the reason.
@@ -18,8 +21,9 @@ when the identity is proven, else the reason.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from gateway import crypto
@@ -71,7 +75,16 @@ def describe(req: Requirement) -> str:
     return f"JWT from {req.issuer!r}"
 
 
-def _claims_problem(claims: dict[str, Any], req: JwtRequirement, now: datetime) -> str | None:
+def _number(value: Any) -> float | None:
+    """A JSON NumericDate (RFC 7519 2): an int or a finite float; anything else is None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _claims_problem(
+    claims: dict[str, Any], req: JwtRequirement, now: datetime, max_validity: timedelta | None
+) -> str | None:
     t = now.timestamp()
     if claims.get("iss") != req.issuer:
         return f"token issuer {claims.get('iss')!r} is not {req.issuer!r}"
@@ -79,40 +92,54 @@ def _claims_problem(claims: dict[str, Any], req: JwtRequirement, now: datetime) 
     audiences = aud if isinstance(aud, list) else [aud]
     if req.audience not in audiences:
         return f"token audience {aud!r} does not include {req.audience!r}"
-    exp = claims.get("exp")
-    if not isinstance(exp, int | float) or isinstance(exp, bool):
-        return "token has no expiry (exp)"
+    exp = _number(claims.get("exp"))
+    if exp is None:
+        return "token has no expiry (exp) that is a finite number"
     if exp + LEEWAY_SECONDS <= t:
         return "token has expired"
+    if max_validity is not None and exp - t > max_validity.total_seconds() + LEEWAY_SECONDS:
+        return (
+            f"token is valid for {int((exp - t) // 86400)} more days, longer than the"
+            f" {max_validity.days} days accepted (tls.max_jwt_validity_days)"
+        )
     for name in ("nbf", "iat"):
-        value = claims.get(name)
-        if value is not None and (
-            not isinstance(value, int | float)
-            or isinstance(value, bool)
-            or value - LEEWAY_SECONDS > t
-        ):
+        if name not in claims:
+            continue
+        value = _number(claims[name])
+        if value is None:
+            return f"token {name} is not a finite number"
+        if value - LEEWAY_SECONDS > t:
             return f"token {name} is in the future"
     if req.subject is not None and claims.get("sub") != req.subject:
         return f"token subject {claims.get('sub')!r} is not {req.subject!r}"
     return None
 
 
-def check(req: Requirement, claim: Claim | None, now: datetime) -> str | None:
-    """None if ``claim`` proves ``req`` at ``now``; otherwise why not (for logs and audit)."""
+def check(
+    req: Requirement, claim: Claim | None, now: datetime, max_validity: timedelta | None = None
+) -> str | None:
+    """None if ``claim`` proves ``req`` at ``now``; otherwise why not (for logs and audit).
+
+    ``max_validity``: a JWT whose ``exp`` lies further ahead than this is refused (a token
+    that practically never expires is a standing credential).
+    """
     if claim is None:
         return f"no user identity sent; the device requires {describe(req)}"
     sent = TYPE_NAMES.get(claim.identity_type, f"type {claim.identity_type}")
     if isinstance(req, PasscodeRequirement):
         if claim.identity_type != PASSCODE:
             return f"user identity is {sent}; the device requires username+passcode"
+        # argon2 runs whatever the username, so the time taken does not tell a peer whether
+        # it guessed the username; the passcode is compared as the bytes sent (a lenient
+        # decoding would make different invalid byte strings equal).
+        matches = crypto.verify_passcode(req.passcode_hash, claim.secondary or b"")
         try:
             username = claim.primary.decode("utf-8")
         except UnicodeDecodeError:
             return "username is not UTF-8"
         if username != req.username:
             return f"unknown username {username!r}"
-        passcode = (claim.secondary or b"").decode("utf-8", errors="replace")
-        if not crypto.verify_passcode(req.passcode_hash, passcode):
+        if not matches:
             return f"wrong passcode for user {username!r}"
         return None
     if claim.identity_type != JWT:
@@ -124,4 +151,4 @@ def check(req: Requirement, claim: Claim | None, now: datetime) -> str | None:
         return "token is not ASCII"
     except (CryptoError, InvalidInputError) as e:
         return str(e)
-    return _claims_problem(claims, req, now)
+    return _claims_problem(claims, req, now, max_validity)

@@ -37,6 +37,7 @@ from gateway.errors import DatasetRefusedError, StorageError
 from gateway.index.database import Database, Tx
 from gateway.index.models import instances, studies, study_keys
 from gateway.keys import StudyKey, StudyKeyCache
+from gateway.logsafe import shown
 from gateway.metadata import WANTED, first_strings, read_indexed, to_json
 from gateway.store.base import ContentStore
 from gateway.validation import required_identifiers
@@ -181,7 +182,7 @@ class Ingestor:
         return self._refused(reason, status, origin, sop_uid)
 
     def _refused(self, reason: str, status: int, origin: Origin, sop_uid: str | None) -> Receipt:
-        log.warning("refused instance %s from %s: %s", sop_uid, origin.actor, reason)
+        log.warning("refused instance %s from %s: %s", shown(sop_uid), origin.actor, reason)
         try:
             self._audit.record(
                 AuditEvent(
@@ -274,7 +275,7 @@ class Ingestor:
         if outcome is Outcome.NEW_VERSION:
             log.warning(
                 "instance %s arrived again with different content: kept as version %d",
-                sop_uid,
+                shown(sop_uid),
                 version,
             )
         return Receipt(outcome, STATUS_SUCCESS, sop_uid, study_uid, cid, version)

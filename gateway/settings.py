@@ -54,6 +54,9 @@ class DicomSettings(_Section):
     max_pending_connections: int = Field(
         32, ge=1, le=4096, description="connections not yet associated; the oldest is dropped"
     )
+    max_pending_per_address: int = Field(
+        8, ge=1, le=4096, description="of those, from one source address; its oldest is dropped"
+    )
     max_associate_rq_bytes: int = Field(
         65536, ge=4096, le=1 << 20, description="largest A-ASSOCIATE-RQ PDU we read"
     )
@@ -82,6 +85,9 @@ class TlsSettings(_Section):
     port: int = Field(2762, ge=1, le=65535)
     handshake_timeout: float = Field(10.0, gt=0, le=300)
     min_version: Literal["1.2", "1.3"] = "1.2"
+    max_jwt_validity_days: int = Field(
+        366, ge=0, le=36500, description="refuse a JWT whose exp is further ahead; 0: no cap"
+    )
 
 
 class StoreSettings(_Section):
@@ -146,6 +152,9 @@ class PostureSettings(_Section):
     max_report_kb: int = Field(512, ge=16, le=16384)
     abort_on_failure: bool = Field(
         True, description="abort a device's open associations when its report fails"
+    )
+    recheck_seconds: float = Field(
+        10.0, ge=0, le=3600, description="re-judge open associations' posture this often; 0: off"
     )
 
 

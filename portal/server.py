@@ -73,6 +73,9 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
     return ctx
 
 
+HOUSEKEEPING_SECONDS = 10.0
+
+
 class PortalServer:
     """The portal app under uvicorn, on a background thread."""
 
@@ -82,6 +85,8 @@ class PortalServer:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
+        self._housekeeping: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     @property
     def url(self) -> str:
@@ -134,9 +139,28 @@ class PortalServer:
                 s.port,
             )
         log.info("portal on %s", self.url)
+        self._stopping.clear()
+        self._housekeeping = threading.Thread(
+            target=self._summarise, name="portal-housekeeping", daemon=True
+        )
+        self._housekeeping.start()
+
+    def _summarise(self) -> None:
+        """Refused posture posts are only counted as they come (gateway/posture/refusals.py);
+        their once-a-minute summary is written here too, so a flood that stops is reported."""
+        while not self._stopping.wait(HOUSEKEEPING_SECONDS):
+            try:
+                self.gateway.posture.flush_refusals()
+            except Exception:
+                log.exception("could not summarise refused posture reports")
 
     def stop(self) -> None:
         """Ask uvicorn to finish open requests and exit; wait for its thread."""
+        self._stopping.set()
+        if self._housekeeping is not None:
+            self._housekeeping.join(timeout=15)
+            self._housekeeping = None
+        self.gateway.posture.flush_refusals(final=True)
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:

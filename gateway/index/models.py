@@ -144,6 +144,19 @@ posture_reports = Table(
 )
 Index("ix_posture_latest", posture_reports.c.device_id, posture_reports.c.issued_ms)
 
+# Every nonce accepted from a device, kept for the longest report age any policy may allow
+# (7 days) plus the largest future skew (1 h), whatever the policies say today: report rows
+# are pruned to today's policies, and a policy made more lenient after a restart, or a clock
+# stepped back, must not make a pruned report replayable. A few dozen bytes a report.
+posture_nonces = Table(
+    "posture_nonces",
+    metadata,
+    Column("device_id", Integer, ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
+    Column("nonce", String(64), primary_key=True),
+    Column("issued_ms", BigInteger, nullable=False),
+)
+Index("ix_posture_nonces_issued", posture_nonces.c.issued_ms)
+
 # DICOM TLS and user identity, per device (gateway/credentials.py). Tables of their own rather
 # than columns on ``devices``: there is no migration tool, and an existing index gains them
 # on open. Rows go with their device (ON DELETE CASCADE).

@@ -90,15 +90,18 @@ def sign_report(report: dict[str, Any], key: crypto.SigningKey) -> dict[str, Any
 
 
 def signature_valid(report: dict[str, Any], signature_b64: str, public: bytes) -> bool:
-    """True if ``signature_b64`` is ``public``'s signature of ``report``.
+    """True if ``signature_b64`` is ``public``'s signature of ``report``; never raises.
 
-    Raises InvalidInputError only when the report cannot be canonically encoded at all.
+    A report that cannot be encoded canonically (a float, a lone surrogate, a huge integer)
+    was not what any agent signed: it simply does not verify. Checked before anything else
+    looks at the report, so unauthenticated input gets no parser's opinion of it.
     """
     try:
         signature = base64.b64decode(signature_b64, validate=True)
-    except (binascii.Error, ValueError):
+        message = signed_message(report)
+    except (binascii.Error, ValueError, InvalidInputError, RecursionError):
         return False
-    return crypto.verify_ed25519(public, signed_message(report), signature)
+    return crypto.verify_ed25519(public, message, signature)
 
 
 def format_time(when: datetime) -> str:
@@ -199,8 +202,8 @@ class Envelope:
 def parse_envelope(body: bytes) -> Envelope:
     """Split a request body into report and signature; refuses anything else clearly."""
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
+        doc = crypto.strict_json(body)
+    except ValueError as e:  # UnicodeDecodeError, and nesting too deep for the parser, too
         raise InvalidInputError(f"the body is not JSON: {e}") from e
     if not isinstance(doc, dict) or set(doc) != {"report", "signature"}:
         raise InvalidInputError('the body must be {"report": {...}, "signature": "<base64>"}')

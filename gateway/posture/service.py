@@ -28,7 +28,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, NoReturn
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from gateway import crypto
@@ -37,8 +37,10 @@ from gateway.clock import Clock
 from gateway.devices import Device, DeviceRegistry
 from gateway.errors import ConfigError, InvalidInputError, StorageError
 from gateway.index.database import Database
-from gateway.index.models import device_posture, posture_reports
+from gateway.index.models import device_posture, posture_nonces, posture_reports
+from gateway.logsafe import shown
 from gateway.posture.policy import NO_POLICY, Decision, PolicySet, evaluate
+from gateway.posture.refusals import RefusalTally
 from gateway.posture.report import (
     Envelope,
     Report,
@@ -51,6 +53,11 @@ from gateway.posture.status import PostureStatus
 from gateway.settings import PostureSettings
 
 log = logging.getLogger("ztbridge.posture")
+
+# Longest any policy may allow a report to be (7 days) plus the largest future skew (1 h):
+# how long a nonce is remembered, whatever today's policies say.
+NONCE_RETENTION = timedelta(days=7, hours=1)
+UNREGISTERED = "(unregistered)"  # refusals for AE titles no device has are counted under this
 
 
 class Problem(StrEnum):
@@ -182,6 +189,9 @@ class PostureService:
         self._settings = settings
         self._listeners: list[Callable[[PostureFailure], None]] = []
         self._listeners_lock = threading.Lock()
+        self._tally = RefusalTally()
+        # device id -> (when, why) of the latest refusal of an unauthenticated post in its name
+        self._unverified_refusals: dict[int, tuple[datetime, str]] = {}
 
     # --- enrollment --------------------------------------------------------------------
 
@@ -205,8 +215,11 @@ class PostureService:
             fp = fingerprint(key.public)
         now = self._clock.now().isoformat()
         existing = conn.execute(
-            select(device_posture.c.public_key).where(device_posture.c.device_id == device_id)
+            select(device_posture.c.policy, device_posture.c.public_key).where(
+                device_posture.c.device_id == device_id
+            )
         ).first()
+        detail: dict[str, Any] = {"policy": policy, **({"new_key": fp} if fp else {})}
         if existing is None:
             conn.execute(
                 insert(device_posture).values(
@@ -216,23 +229,56 @@ class PostureService:
         else:
             values: dict[str, Any] = {"policy": policy}
             if public is not None:
+                # The old key stops verifying at once, and so does what it signed: its reports
+                # go (a new key cannot be replayed an old key's reports: they do not verify).
                 values.update(public_key=public, enrolled_at=now)
+                removed = conn.execute(
+                    delete(posture_reports).where(posture_reports.c.device_id == device_id)
+                ).rowcount
+                detail["old_key_reports_removed"] = int(removed)
+            elif policy != existing.policy:
+                verdict = self._rejudge(conn, device_id, policy)
+                if verdict is not None:
+                    detail["rejudged"] = verdict
             conn.execute(
                 update(device_posture)
                 .where(device_posture.c.device_id == device_id)
                 .values(**values)
             )
-        self._audit.append(
-            conn,
-            AuditEvent(
-                "device.posture",
-                actor,
-                subject,
-                "ok",
-                {"policy": policy, **({"new_key": fp} if fp else {})},
-            ),
-        )
+        self._audit.append(conn, AuditEvent("device.posture", actor, subject, "ok", detail))
         return fp
+
+    def _rejudge(self, conn: Connection, device_id: int, policy_name: str) -> str | None:
+        """The device's newest report, judged again under ``policy_name`` (as of when it was
+        received) and relabelled: a policy change takes effect at once, without waiting for
+        the agent's next report. Returns the new verdict, None if there is nothing to judge."""
+        policy = self.policies.get(policy_name)
+        if policy is None:  # 'none': nothing to judge
+            return None
+        row = conn.execute(
+            select(posture_reports.c.id, posture_reports.c.report, posture_reports.c.received_at)
+            .where(posture_reports.c.device_id == device_id)
+            .order_by(posture_reports.c.issued_ms.desc())
+            .limit(1)
+        ).first()
+        if row is None:
+            return None
+        try:
+            report = parse_report(json.loads(row.report))
+        except (ValueError, InvalidInputError):  # stored by an older version: not re-judged
+            return None
+        decision = evaluate(report, policy, datetime.fromisoformat(row.received_at))
+        conn.execute(
+            update(posture_reports)
+            .where(posture_reports.c.id == row.id)
+            .values(
+                policy=policy_name,
+                passed=decision.passed,
+                reasons=list(decision.reasons),
+                notes=list(decision.notes),
+            )
+        )
+        return "pass" if decision.passed else "fail"
 
     def _check_choice(self, policy: str, key_out: Path | None, has_key: bool) -> None:
         self.policies.require(policy)
@@ -322,7 +368,16 @@ class PostureService:
     # --- the verdict, for admission and display ---------------------------------------
 
     def status(self, device_id: int) -> PostureStatus | None:
-        """The device's posture snapshot (one query); None if it was never enrolled."""
+        """The device's posture snapshot (one query); None if it was never enrolled.
+
+        Only a report judged under the device's current policy counts (a verdict under the
+        policy it had before proves nothing about the one it has now); reports signed with a
+        key the device no longer has are deleted when the key is replaced.
+        """
+        current = and_(
+            posture_reports.c.device_id == device_posture.c.device_id,
+            posture_reports.c.policy == device_posture.c.policy,
+        )
         with self._db.read() as conn:
             row = conn.execute(
                 select(
@@ -330,14 +385,11 @@ class PostureService:
                     device_posture.c.last_refused_at,
                     device_posture.c.last_refused,
                     posture_reports.c.issued_ms,
+                    posture_reports.c.received_at,
                     posture_reports.c.passed,
                     posture_reports.c.reasons,
                 )
-                .select_from(
-                    device_posture.outerjoin(
-                        posture_reports, posture_reports.c.device_id == device_posture.c.device_id
-                    )
-                )
+                .select_from(device_posture.outerjoin(posture_reports, current))
                 .where(device_posture.c.device_id == device_id)
                 .order_by(posture_reports.c.issued_ms.desc())
                 .limit(1)
@@ -345,23 +397,38 @@ class PostureService:
         if row is None:
             return None
         policy = self.policies.get(row.policy)
+        refused_at = datetime.fromisoformat(row.last_refused_at) if row.last_refused_at else None
+        refused = row.last_refused
+        unverified = self._unverified_refusals.get(device_id)
+        if unverified is not None and (refused_at is None or unverified[0] > refused_at):
+            refused_at, refused = unverified[0], f"unauthenticated post, {unverified[1]}"
+        issued_at = None
+        if row.issued_ms is not None:
+            # A report dated ahead of our clock (up to posture.max_future_seconds is accepted)
+            # ages from when it arrived, not from its date: it must not stay fresh for longer.
+            issued_at = min(_from_ms(row.issued_ms), datetime.fromisoformat(row.received_at))
         return PostureStatus(
             policy=row.policy,
             max_report_age=policy.max_report_age if policy else None,
-            issued_at=_from_ms(row.issued_ms) if row.issued_ms is not None else None,
+            issued_at=issued_at,
             passed=bool(row.passed) if row.passed is not None else None,
             reasons=tuple(row.reasons or ()),
-            last_refused_at=(
-                datetime.fromisoformat(row.last_refused_at) if row.last_refused_at else None
-            ),
-            last_refused=row.last_refused,
+            last_refused_at=refused_at,
+            last_refused=refused,
         )
 
     def latest(self, device_id: int) -> StoredReport | None:
-        """The device's current report with its verdict, if any was accepted."""
+        """The device's current report (judged under its current policy), if any."""
         with self._db.read() as conn:
             row = conn.execute(
                 select(posture_reports)
+                .join(
+                    device_posture,
+                    and_(
+                        device_posture.c.device_id == posture_reports.c.device_id,
+                        device_posture.c.policy == posture_reports.c.policy,
+                    ),
+                )
                 .where(posture_reports.c.device_id == device_id)
                 .order_by(posture_reports.c.issued_ms.desc())
                 .limit(1)
@@ -401,15 +468,16 @@ class PostureService:
     def receive(self, ae_title: str, body: bytes, peer: str) -> Accepted:
         """Verify, check freshness and replay, judge and store one posted report."""
         now = self._clock.now()
-        actor = f"{ae_title}@{peer}"
+        self.flush_refusals(now)
         if len(body) > self._settings.max_report_kb * 1024:
-            self._refuse(None, actor, ae_title, Problem.TOO_LARGE, self._too_large())
+            self._refuse_unverified(now, None, ae_title, peer, Problem.TOO_LARGE, self._too_large())
         device = self._devices.by_ae(ae_title)
         if device is None:
-            self._refuse(
+            self._refuse_unverified(
+                now,
                 None,
-                actor,
                 ae_title,
+                peer,
                 Problem.UNKNOWN_DEVICE,
                 f"no device with AE title {ae_title!r} is registered",
             )
@@ -420,28 +488,30 @@ class PostureService:
                 )
             ).first()
         if enrolled is None or enrolled.policy == NO_POLICY or not enrolled.public_key:
-            self._refuse(
-                None,
-                actor,
+            self._refuse_unverified(
+                now,
+                device,
                 device.ae_title,
+                peer,
                 Problem.NOT_ENROLLED,
                 f"device {device.ae_title!r} has no posture key"
                 + (" (its posture policy is 'none')" if enrolled is not None else "")
                 + ": 'ztbridge device posture' gives it a policy and a key",
             )
+        envelope, report = self._verified(now, device, peer, body, enrolled.public_key)
 
         def refuse(problem: Problem, reason: str) -> NoReturn:
             assert device is not None
-            self._refuse(device, actor, device.ae_title, problem, reason)
+            self._refuse_verified(now, device, peer, problem, reason)
 
-        envelope, report = self._verified(device, body, enrolled.public_key, refuse)
+        actor = f"{device.ae_title}@{peer}"
         policy = self.policies.get(enrolled.policy)
         if policy is None:
             reason = (
                 f"device {device.ae_title!r} is enrolled under posture policy"
                 f" {enrolled.policy!r}, which {self.policies.source} does not define"
             )
-            self._record_refusal(device, actor, device.ae_title, "gateway-misconfigured", reason)
+            log.error("posture report from %s not judged: %s", actor, reason)
             raise ConfigError(reason)
         age = now - report.issued
         if age > policy.max_report_age:
@@ -459,12 +529,24 @@ class PostureService:
             )
         decision = evaluate(report, policy, now)
         try:
-            self._store(device, actor, enrolled.policy, report, envelope, decision, now)
+            self._store(
+                device, actor, enrolled.policy, enrolled.public_key, report, envelope, decision, now
+            )
         except _ReplayedError:
             refuse(
                 Problem.REPLAYED,
                 f"a report with nonce {report.nonce} was already received from"
                 f" {device.ae_title!r}: replayed",
+            )
+        except _KeyChangedError:
+            self._refuse_unverified(
+                now,
+                device,
+                device.ae_title,
+                peer,
+                Problem.BAD_SIGNATURE,
+                f"device {device.ae_title!r} was given a new posture key while the report was"
+                " being checked; it was signed with the old one",
             )
         if decision.passed:
             log.info("posture report from %s: pass (policy %s)", actor, enrolled.policy)
@@ -480,22 +562,25 @@ class PostureService:
             )
         return Accepted(device.ae_title, enrolled.policy, decision, report.issued, now)
 
-    @staticmethod
     def _verified(
-        device: Device, body: bytes, public_b64: str, refuse: Callable[[Problem, str], NoReturn]
+        self, now: datetime, device: Device, peer: str, body: bytes, public_b64: str
     ) -> tuple[Envelope, Report]:
         """The posted report, once its signature verifies with the device's key and its
-        fields are well formed and name this device (signature first: unauthenticated
-        junk is answered 'bad signature', not with a parser's opinion of it)."""
+        fields are well formed and name this device.
+
+        Signature first: until it verifies, the body is anyone's, so a refusal names no more
+        than "malformed" or "bad signature" and is only counted (``_refuse_unverified``); a
+        report that cannot even be encoded canonically cannot carry a valid signature."""
         try:
             envelope = parse_envelope(body)
-            verified = signature_valid(
-                envelope.report, envelope.signature, base64.b64decode(public_b64)
-            )
         except InvalidInputError as e:
-            refuse(Problem.MALFORMED, str(e))
-        if not verified:
-            refuse(
+            self._refuse_unverified(now, device, device.ae_title, peer, Problem.MALFORMED, str(e))
+        if not signature_valid(envelope.report, envelope.signature, base64.b64decode(public_b64)):
+            self._refuse_unverified(
+                now,
+                device,
+                device.ae_title,
+                peer,
                 Problem.BAD_SIGNATURE,
                 f"the signature does not verify with device {device.ae_title!r}'s registered"
                 " posture key",
@@ -503,9 +588,12 @@ class PostureService:
         try:
             report = parse_report(envelope.report)
         except InvalidInputError as e:
-            refuse(Problem.MALFORMED, str(e))
+            self._refuse_verified(now, device, peer, Problem.MALFORMED, str(e))
         if report.device != device.ae_title:
-            refuse(
+            self._refuse_verified(
+                now,
+                device,
+                peer,
                 Problem.WRONG_DEVICE,
                 f"the report is for device {report.device!r}, posted to {device.ae_title!r}",
             )
@@ -524,6 +612,7 @@ class PostureService:
         device: Device,
         actor: str,
         policy: str,
+        public_key: str,
         report: Report,
         envelope: Envelope,
         decision: Decision,
@@ -531,14 +620,36 @@ class PostureService:
     ) -> None:
         try:
             with self._db.write() as conn:
-                seen = conn.execute(
-                    select(posture_reports.c.id).where(
-                        posture_reports.c.device_id == device.id,
-                        posture_reports.c.nonce == report.nonce,
+                # Under the write lock: the key the report verified with must still be the
+                # device's (a rotation committed meanwhile makes it an old key's report).
+                current = conn.execute(
+                    select(device_posture.c.public_key).where(
+                        device_posture.c.device_id == device.id
                     )
                 ).first()
+                if current is None or current.public_key != public_key:
+                    raise _KeyChangedError()
+                seen = (
+                    conn.execute(
+                        select(posture_nonces.c.nonce).where(
+                            posture_nonces.c.device_id == device.id,
+                            posture_nonces.c.nonce == report.nonce,
+                        )
+                    ).first()
+                    or conn.execute(
+                        select(posture_reports.c.id).where(
+                            posture_reports.c.device_id == device.id,
+                            posture_reports.c.nonce == report.nonce,
+                        )
+                    ).first()
+                )
                 if seen is not None:
                     raise _ReplayedError()
+                conn.execute(
+                    insert(posture_nonces).values(
+                        device_id=device.id, nonce=report.nonce, issued_ms=_ms(report.issued)
+                    )
+                )
                 conn.execute(
                     insert(posture_reports).values(
                         device_id=device.id,
@@ -557,6 +668,12 @@ class PostureService:
                     delete(posture_reports).where(
                         posture_reports.c.device_id == device.id,
                         posture_reports.c.issued_ms < _ms(now - self._retention()),
+                    )
+                )
+                conn.execute(
+                    delete(posture_nonces).where(
+                        posture_nonces.c.device_id == device.id,
+                        posture_nonces.c.issued_ms < _ms(now - NONCE_RETENTION),
                     )
                 )
                 self._audit.append(
@@ -580,41 +697,113 @@ class PostureService:
                 raise _ReplayedError() from e
             raise
 
-    def _record_refusal(
-        self, device: Device | None, actor: str, subject: str, problem: str, reason: str
-    ) -> None:
-        log.warning("posture report for %s refused (%s): %s", actor, problem, reason)
-        try:
-            with self._db.write() as conn:
-                if device is not None:
+    # --- refusals ----------------------------------------------------------------------------
+
+    def _refuse_unverified(
+        self,
+        now: datetime,
+        device: Device | None,
+        subject: str,
+        peer: str,
+        problem: Problem,
+        reason: str,
+    ) -> NoReturn:
+        """Refuse a post nothing proves came from the device: anyone can make these, so they
+        are counted in memory (the first of each kind per window logged), never written."""
+        name = device.ae_title if device is not None else UNREGISTERED
+        if self._tally.note(now, name, problem.value, peer):
+            log.warning(
+                "posture report for %s@%s refused (%s): %s",
+                shown(subject),
+                peer,
+                problem.value,
+                reason,
+            )
+        if device is not None:  # for admission's explanation only; never written
+            self._unverified_refusals[device.id] = (now, f"{problem.value}: {reason}")
+        raise ReportRefusedError(problem, reason)
+
+    def _refuse_verified(
+        self, now: datetime, device: Device, peer: str, problem: Problem, reason: str
+    ) -> NoReturn:
+        """Refuse a report signed by the device's key (stale, replayed, ahead of our clock,
+        malformed, for another device): it is remembered on the device, so admission can say
+        why no fresh report exists, and audited; a replayed one can be posted by anyone who
+        saw it, so these too are written at most once per kind and window, the rest counted."""
+        if self._tally.note(now, device.ae_title, problem.value, peer):
+            actor = f"{device.ae_title}@{peer}"
+            log.warning("posture report for %s refused (%s): %s", actor, problem.value, reason)
+            try:
+                with self._db.write() as conn:
                     conn.execute(
                         update(device_posture)
                         .where(device_posture.c.device_id == device.id)
                         .values(
-                            last_refused_at=self._clock.now().isoformat(),
-                            last_refused=f"{problem}: {reason}",
+                            last_refused_at=now.isoformat(),
+                            last_refused=f"{problem.value}: {reason}",
                         )
                     )
-                self._audit.append(
-                    conn,
-                    AuditEvent(
-                        "posture.rejected",
-                        actor,
-                        subject,
-                        "refused",
-                        {"problem": problem, "reason": reason},
-                    ),
-                )
-        except StorageError as e:
-            log.error("could not record the refused posture report: %s", e)
-
-    def _refuse(
-        self, device: Device | None, actor: str, subject: str, problem: Problem, reason: str
-    ) -> NoReturn:
-        """Record the refusal, then raise it."""
-        self._record_refusal(device, actor, subject, problem.value, reason)
+                    self._audit.append(
+                        conn,
+                        AuditEvent(
+                            "posture.rejected",
+                            actor,
+                            device.ae_title,
+                            "refused",
+                            {"problem": problem.value, "reason": reason},
+                        ),
+                    )
+            except StorageError as e:
+                log.error("could not record the refused posture report: %s", e)
         raise ReportRefusedError(problem, reason)
+
+    def flush_refusals(self, now: datetime | None = None, final: bool = False) -> None:
+        """Once a window has run out (``final``: now, at shutdown), log and audit (one entry)
+        the refusals only counted in it. Called on every post and by the portal's
+        housekeeping timer."""
+        summary = self._tally.take_summary(now or self._clock.now(), force=final)
+        if summary is None:
+            return
+        seconds = int((summary.ended - summary.started).total_seconds())
+        kinds = "; ".join(
+            f"{s.device} {s.problem} x{s.count} from {', '.join(s.peers)}"
+            for s in summary.suppressed
+        )
+        log.warning(
+            "%d more posture reports refused in the last %d s (first of each kind logged): %s",
+            summary.total,
+            seconds,
+            kinds,
+        )
+        try:
+            self._audit.record(
+                AuditEvent(
+                    "posture.rejected.summary",
+                    "portal",
+                    "*",
+                    "refused",
+                    {
+                        "seconds": seconds,
+                        "total": summary.total,
+                        "kinds": [
+                            {
+                                "device": s.device,
+                                "problem": s.problem,
+                                "count": s.count,
+                                "peers": list(s.peers),
+                            }
+                            for s in summary.suppressed
+                        ],
+                    },
+                )
+            )
+        except StorageError as e:
+            log.error("could not record the posture refusal summary: %s", e)
 
 
 class _ReplayedError(Exception):
     """Internal: the nonce was seen before."""
+
+
+class _KeyChangedError(Exception):
+    """Internal: the device's key changed between verification and storing."""

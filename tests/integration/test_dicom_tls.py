@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -130,6 +132,18 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         ISSUER,
     )
     add("PLAIN01")  # no TLS: plain TCP keeps working for devices not moved yet
+    # A passcode device later allowed plain TCP (as devices enrolled before TLS became the
+    # default with a user identity were): its passcode must still not cross in clear.
+    add(
+        "MR02",
+        "--cert-out",
+        str(certs / "mr02.pem"),
+        "--user-identity",
+        "passcode",
+        "--passcode-file",
+        str(certs / "mr01.pass"),
+    )
+    gw.cli("device", "tls", "MR02", "--allow-plain")
     # Another gateway's CA issues a certificate for the same AE title: it must not work here.
     other = make_gateway(tmp, "other", ZTBRIDGE_CA_PASSPHRASE=CA_PASSPHRASE)
     other.cli("ca", "init", "--host", "localhost")
@@ -231,6 +245,38 @@ def test_enrolled_device_pushes_over_tls13_and_tls12(site: Site) -> None:
     assert "rc=0" in out, out
 
 
+@pytest.mark.parametrize("suite", ["DHE-RSA-AES128-GCM-SHA256", "DHE-RSA-AES256-GCM-SHA384"])
+def test_dhe_suites_are_negotiable(site: Site, suite: str) -> None:
+    """BCP 195 lists DHE-RSA beside ECDHE-RSA for TLS 1.2; without DH parameters OpenSSL never
+    picks them. A client offering only DHE gets the RFC 7919 2048-bit group."""
+    done = subprocess.run(
+        [
+            *("openssl", "s_client", "-connect", f"127.0.0.1:{site.tls_port}", "-tls1_2"),
+            *("-cipher", suite, "-CAfile", str(site.ca)),
+            *("-cert", str(site.certs / "ct01.pem"), "-key", str(site.certs / "ct01.key")),
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    out = done.stdout + done.stderr
+    assert f"Cipher is {suite}" in out, out
+    assert "Server Temp Key: DH, 2048 bits" in out, out
+    assert "Verify return code: 0 (ok)" in out, out
+    # DCMTK as the modality: its null profile plus one added suite offers DHE alone.
+    out = site.push("CT01", "-d", "+pn", "+cs", "TLS_" + _iana(suite), *site.tls("ct01"))
+    assert "rc=0" in out and successes(out) == 2, out
+    assert f"Ciphersuite : {suite}" in out, out
+
+
+def _iana(openssl_name: str) -> str:
+    """DCMTK names suites the IANA way: DHE-RSA-AES128-GCM-SHA256 is
+    TLS_DHE_RSA_WITH_AES_128_GCM_SHA256."""
+    kex, auth, cipher, mode, mac = openssl_name.split("-")
+    return f"{kex}_{auth}_WITH_{cipher[:3]}_{cipher[3:]}_{mode}_{mac}"
+
+
 @pytest.mark.parametrize(
     ("case", "calling", "options", "tls", "modality_sees", "check", "reason"),
     [
@@ -315,6 +361,53 @@ def test_enrolled_device_pushes_over_tls13_and_tls12(site: Site) -> None:
             "user-identity",
             "expired",
         ),
+        # scu_jwt.py: these three escaped admission as exceptions ("admission-error", a
+        # transient rejection the modality retries for ever, a traceback each time).
+        (
+            "JWT signature 1 mod 4 long",
+            "US01",
+            ["us01", "jwt:signature+AAA"],
+            True,
+            "Service Provider (ACSE Related)",
+            "user-identity",
+            "not base64url",
+        ),
+        (
+            "JWT nested 1500 deep",
+            "US01",
+            ["us01", "jwt:deep"],
+            True,
+            "Service Provider (ACSE Related)",
+            "user-identity",
+            "nested more than 32 deep",
+        ),
+        (
+            "JWT that never expires (exp NaN)",
+            "US01",
+            ["us01", "jwt:nan"],
+            True,
+            "Service Provider (ACSE Related)",
+            "user-identity",
+            "NaN",
+        ),
+        (
+            "another device's JWT",  # same issuer, same audience: only the subject differs
+            "US01",
+            ["us01", "jwt:sub-MR01"],
+            True,
+            "Service Provider (ACSE Related)",
+            "user-identity",
+            "subject 'MR01'",
+        ),
+        (
+            "right passcode over plain TCP",
+            "MR02",
+            ["--user", "MR02", "--password", MR_PASSCODE],
+            False,
+            "Service Provider (ACSE Related)",
+            "user-identity",
+            "only over DICOM TLS",
+        ),
     ],
 )
 def test_each_failed_check_is_refused_with_its_reason(
@@ -334,10 +427,7 @@ def test_each_failed_check_is_refused_with_its_reason(
         elif option == "+tla":
             args += ["+tla", "+cf", str(site.ca)]
         elif option.startswith("jwt:"):
-            kind = option[4:]
-            key = site.other_idp_key if kind == "other-key" else site.idp_key
-            claims = {"exp": int(time.time()) - 3600} if kind == "expired" else {}
-            args += ["--jwt", str(site.jwt(kind, key, **claims))]
+            args += ["--jwt", str(_token(site, option[4:]))]
         else:
             args.append(option)
     before = refusal_seq(site.gw)
@@ -350,6 +440,53 @@ def test_each_failed_check_is_refused_with_its_reason(
     refusal = last_refusal(site.gw, before)
     assert refusal["check"] == check and reason in refusal["reason"], (case, refusal)
     assert f"refused ({check})" in site.gw.log(), case
+    assert "admission-error" not in site.gw.log(), case
+
+
+def _token(site: Site, kind: str) -> Path:
+    """A token file for storescu --jwt: valid, or broken the way ``kind`` says."""
+    key = site.other_idp_key if kind == "other-key" else site.idp_key
+    if kind == "expired":
+        return site.jwt(kind, key, exp=int(time.time()) - 3600)
+    if kind.startswith("sub-"):
+        return site.jwt(kind, key, sub=kind[4:])
+    path = site.jwt(kind, key)
+    now = int(time.time())
+    if kind == "signature+AAA":
+        path.write_text(path.read_text() + "AAA")
+    elif kind == "deep":
+        path.write_text(sign(key, "[" * 1500 + "]" * 1500))
+    elif kind == "nan":
+        raw = f'{{"iss": "{ISSUER}", "aud": "ZTBRIDGE", "sub": "US01", "iat": {now}, "exp": NaN}}'
+        path.write_text(sign(key, raw))
+    return path
+
+
+def test_tls_is_the_default_for_a_device_given_a_certificate_or_identity(site: Site) -> None:
+    """A certificate no one is made to use protects nothing, and a passcode or token over
+    plain TCP crosses the network in clear: --cert-out and --user-identity imply
+    --require-tls; --allow-plain keeps plain TCP open to a device with a certificate only."""
+
+    def add(ae: str, *options: str, check: bool = True) -> str:
+        done = site.gw.cli(
+            "device", "add", "--posture-policy", "none", "--ae", ae, "--ip", "127.0.0.1",
+            *options, check=check,
+        )  # fmt: skip
+        return done.stdout + done.stderr
+
+    add("DEF01", "--cert-out", str(site.certs / "def01.pem"))
+    before = refusal_seq(site.gw)
+    out = site.push("DEF01", tls=False)
+    assert "Association Rejected" in out, out
+    assert last_refusal(site.gw, before)["check"] == "tls-required"
+    assert "rc=0" in site.push("DEF01", *site.tls("def01"))
+    add("DEF02", "--cert-out", str(site.certs / "def02.pem"), "--allow-plain")
+    assert "rc=0" in site.push("DEF02", tls=False)
+    refused = add("DEF03", "--user-identity", "passcode", "--allow-plain", check=False)
+    assert "--allow-plain cannot go with --user-identity" in " ".join(refused.split())
+    assert "DEF03" not in site.gw.cli("device", "list").stdout
+    listing = site.gw.cli("device", "list").stdout
+    assert "DEF01" in listing and "DEF02" in listing
 
 
 def test_passcode_accepted_with_positive_response(site: Site) -> None:
@@ -394,6 +531,55 @@ def test_certificate_rotation_revokes_the_old_one(site: Site) -> None:
     assert "rc=0" in site.push("CR01", *site.tls("cr01-b"))
     site.gw.cli("device", "revoke-certs", "CR01")
     assert "Calling AE Title Not Recognized" in site.push("CR01", *site.tls("cr01-b"))
+
+
+def test_a_failed_rotation_leaves_the_old_certificate_working(site: Site) -> None:
+    """``device cert`` used to revoke the old certificate and record the new one before
+    writing the new key: when the write failed the modality was locked out, holding a revoked
+    certificate and no new key. Files come first now; a failed record removes them."""
+    certs = site.certs
+    site.gw.cli(
+        "device", "add", "--posture-policy", "none", "--ae", "ROT01", "--ip", "127.0.0.1",
+        "--cert-out", str(certs / "rot01-a.pem"),
+    )  # fmt: skip
+    assert "rc=0" in site.push("ROT01", *site.tls("rot01-a"))
+    # 1. The files cannot be written (/proc takes no new files, not even from root).
+    failed = site.gw.cli(
+        "device", "cert", "ROT01", "--out", "/proc/ztbridge-rot01.pem", check=False
+    )
+    assert failed.returncode != 0 and "cannot write" in " ".join(failed.stderr.split())
+    assert "rc=0" in site.push("ROT01", *site.tls("rot01-a")), "locked out by a failed write"
+    # 2. A dangling symlink where the key would go: refused before anything is done.
+    (certs / "rot01-b.key").symlink_to(certs / "nowhere")
+    failed = site.gw.cli(
+        "device", "cert", "ROT01", "--out", str(certs / "rot01-b.pem"), check=False
+    )
+    assert failed.returncode != 0 and "already exists" in " ".join(failed.stderr.split())
+    assert not (certs / "rot01-b.pem").exists()
+    assert "rc=0" in site.push("ROT01", *site.tls("rot01-a"))
+    # 3. The index refuses the record: the new files are removed again, the old one works.
+    index = sqlite3.connect(site.gw.home / "index.sqlite3")
+    trigger = (
+        "CREATE TRIGGER fail_cert BEFORE INSERT ON device_certificates"
+        " BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END"
+    )
+    with index:
+        index.execute(trigger)
+    try:
+        failed = site.gw.cli(
+            "device", "cert", "ROT01", "--out", str(certs / "rot01-c.pem"), check=False
+        )
+    finally:
+        with index:
+            index.execute("DROP TRIGGER fail_cert")
+        index.close()
+    assert failed.returncode != 0, failed.stdout
+    assert not (certs / "rot01-c.pem").exists() and not (certs / "rot01-c.key").exists()
+    assert "rc=0" in site.push("ROT01", *site.tls("rot01-a"))
+    # And a rotation that works still revokes the old certificate.
+    site.gw.cli("device", "cert", "ROT01", "--out", str(certs / "rot01-d.pem"))
+    assert "Calling AE Title Not Recognized" in site.push("ROT01", *site.tls("rot01-a"))
+    assert "rc=0" in site.push("ROT01", *site.tls("rot01-d"))
 
 
 def test_plain_tcp_can_be_switched_off(tmp_path: Path) -> None:

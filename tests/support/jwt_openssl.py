@@ -64,12 +64,20 @@ def _der_to_raw(der: bytes) -> bytes:
 
 
 def sign(
-    private: Path, claims: dict[str, Any], alg: str = "EdDSA", header: dict[str, Any] | None = None
+    private: Path,
+    claims: dict[str, Any] | str,
+    alg: str = "EdDSA",
+    header: dict[str, Any] | str | None = None,
 ) -> str:
     """A compact JWS over ``claims`` signed with ``alg``; ``header`` overrides header fields
-    (e.g. a lying ``alg``)."""
-    head = {"alg": alg, "typ": "JWT", **(header or {})}
-    signing_input = f"{_b64(json.dumps(head).encode())}.{_b64(json.dumps(claims).encode())}"
+    (e.g. a lying ``alg``). A str for either is encoded exactly as given (JSON no library
+    would write: NaN, duplicate names, deep nesting)."""
+    if isinstance(header, str):
+        head_json = header
+    else:
+        head_json = json.dumps({"alg": alg, "typ": "JWT", **(header or {})})
+    body_json = claims if isinstance(claims, str) else json.dumps(claims)
+    signing_input = f"{_b64(head_json.encode())}.{_b64(body_json.encode())}"
     if alg == "ES256":
         der = _openssl("dgst", "-sha256", "-sign", str(private), data=signing_input.encode())
         signature = _der_to_raw(der)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from ipaddress import ip_network
+from pathlib import Path
 
 import pytest
 
@@ -12,8 +13,9 @@ from gateway import crypto
 from gateway.admission import AssociationFacts, RejectReason, decide
 from gateway.credentials import DeviceCredentials
 from gateway.devices import Device
-from gateway.identity import Claim, PasscodeRequirement
+from gateway.identity import Claim, JwtRequirement, PasscodeRequirement
 from gateway.posture.status import PostureStatus
+from tests.support.jwt_openssl import keypair, sign
 
 CT = Device(1, "CT01", "CT", (ip_network("10.0.0.0/24"),), True)
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -96,19 +98,31 @@ def f(**changes: object) -> AssociationFacts:
         ),
         (
             "identity missing",
-            f(credentials=WITH_ID),
+            f(transport="tls", peer_certificate=MINE, credentials=WITH_ID),
             "user-identity",
             RejectReason.AUTHENTICATION_FAILED,
         ),
         (
             "identity wrong",
-            f(credentials=WITH_ID, user_identity=BAD_ID),
+            f(transport="tls", peer_certificate=MINE, credentials=WITH_ID, user_identity=BAD_ID),
             "user-identity",
             RejectReason.AUTHENTICATION_FAILED,
         ),
         (
             "no clock: fail closed",
-            f(credentials=WITH_ID, user_identity=GOOD_ID, now=None),
+            f(
+                transport="tls",
+                peer_certificate=MINE,
+                credentials=WITH_ID,
+                user_identity=GOOD_ID,
+                now=None,
+            ),
+            "user-identity",
+            RejectReason.AUTHENTICATION_FAILED,
+        ),
+        (
+            "right passcode over plain TCP",  # it crossed the network in clear
+            f(credentials=WITH_ID, user_identity=GOOD_ID),
             "user-identity",
             RejectReason.AUTHENTICATION_FAILED,
         ),
@@ -164,3 +178,51 @@ def test_reason_names_the_certificate_owner() -> None:
         f(transport="tls", peer_certificate=THEIRS, certificate_owner="MR01", credentials=TLS_ONLY)
     )
     assert refusal is not None and "device 'MR01'" in refusal.reason
+
+
+def test_a_passcode_over_plain_tcp_is_refused_and_says_why() -> None:
+    refusal = decide(f(credentials=WITH_ID, user_identity=GOOD_ID))
+    assert refusal is not None and "only over DICOM TLS" in refusal.reason
+
+
+@pytest.fixture(scope="module")
+def idp(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    private, public = keypair(tmp_path_factory.mktemp("idp"), "ed25519")
+    return private, public.read_text()
+
+
+@pytest.mark.parametrize(
+    ("case", "registered_subject", "sub", "problem"),
+    [
+        ("no subject registered: the AE title is required", None, "CT01", None),
+        ("no subject registered: another device's token", None, "MR01", "subject 'MR01'"),
+        ("no subject registered: no sub claim", None, None, "subject None"),
+        ("registered subject", "ct-room-1", "ct-room-1", None),
+        ("registered subject, AE title sent", "ct-room-1", "CT01", "subject 'CT01'"),
+    ],
+)
+def test_a_jwt_speaks_only_for_its_own_device(
+    idp: tuple[Path, str],
+    case: str,
+    registered_subject: str | None,
+    sub: str | None,
+    problem: str | None,
+) -> None:
+    """One issuer, one audience (this gateway) for every device: without a per-device subject
+    a token minted for MR01 would open associations for CT01."""
+    private, public = idp
+    req = JwtRequirement("https://idp", "ZTBRIDGE", public, registered_subject)
+    t = int(NOW.timestamp())
+    claims = {"iss": "https://idp", "aud": "ZTBRIDGE", "exp": t + 300}
+    if sub is not None:
+        claims["sub"] = sub
+    token = Claim(5, sign(private, claims).encode(), None, wants_response=False)
+    creds = DeviceCredentials(fingerprints=frozenset({MINE}), identity=req)
+    refusal = decide(
+        f(transport="tls", peer_certificate=MINE, credentials=creds, user_identity=token)
+    )
+    if problem is None:
+        assert refusal is None, (case, refusal)
+    else:
+        assert refusal is not None and refusal.check == "user-identity", case
+        assert problem in refusal.reason, (case, refusal.reason)

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+
 import pynetdicom
 import pytest
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pynetdicom.presentation import build_context, negotiate_as_acceptor
 
-from dicom_scp.guard import Limits, Oversized, PendingConnections, check_pynetdicom
+from dicom_scp.contexts import VERIFICATION as VERIFY
+from dicom_scp.contexts import storage_contexts, verification_context
+from dicom_scp.guard import Limits, Oversized, SharedContexts, check_pynetdicom
+from dicom_scp.lobby import Pending, PendingConnections
 
 LIMITS = Limits(
     max_pdu_bytes=262144,
@@ -24,16 +31,73 @@ def test_pdu_caps(pdu_type: int, cap: int | None) -> None:
     assert LIMITS.pdu_cap(pdu_type) == cap
 
 
+class FakeSocket:
+    """Records the hang-up a pool eviction does (no real socket needed for the bookkeeping)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.shut = False
+
+    def shutdown(self, how: int) -> None:
+        self.shut = True
+
+
+def entry(name: str, ip: str = "10.0.0.1", spoke: bool = False) -> Pending:
+    return Pending(FakeSocket(name), ip, spoke)  # type: ignore[arg-type]
+
+
+def hung_up(*items: Pending) -> list[str]:
+    return [i.sock.name for i in items if i.sock.shut]  # type: ignore[attr-defined]
+
+
 def test_pending_pool_drops_the_oldest() -> None:
-    closed: list[int] = []
-    pool = PendingConnections(3)
-    for i in range(5):
-        pool.add(i, lambda i=i: closed.append(i))  # type: ignore[misc]
-    assert closed == [0, 1] and len(pool) == 3 and pool.evicted == 2
-    pool.discard(2)
-    pool.discard(2)  # idempotent
-    pool.add(9, lambda: closed.append(9))
-    assert closed == [0, 1] and len(pool) == 3
+    pool = PendingConnections(3, per_ip=10)
+    items = [entry(str(i)) for i in range(5)]
+    for item in items:
+        pool.add(item)
+    assert hung_up(*items) == ["0", "1"] and len(pool) == 3 and pool.evicted == 2
+    pool.discard(items[2])
+    pool.discard(items[2])  # idempotent
+    late = entry("9")
+    pool.add(late)
+    assert hung_up(*items, late) == ["0", "1"] and len(pool) == 3
+
+
+def test_pending_pool_drops_silent_connections_before_those_that_spoke() -> None:
+    pool = PendingConnections(3, per_ip=10)
+    modality = entry("modality", "10.0.0.5")
+    pool.add(modality)
+    pool.spoke(modality)  # its A-ASSOCIATE-RQ is on the way
+    flood = [entry(f"f{i}", "10.9.9.9") for i in range(50)]
+    for item in flood:
+        pool.add(item)
+    assert modality in pool and not modality.sock.shut  # type: ignore[attr-defined]
+    assert len(pool) == 3
+
+
+def test_pending_pool_caps_each_address() -> None:
+    pool = PendingConnections(32, per_ip=2)
+    others = [entry(f"o{i}", f"10.0.0.{i}") for i in range(5)]
+    for item in others:
+        pool.add(item)
+    flood = [entry(f"f{i}", "10.9.9.9") for i in range(100)]
+    for item in flood:
+        pool.add(item)
+    assert hung_up(*others) == []  # one flooding host churns only its own slots
+    assert pool.count("10.9.9.9") == 2 and len(pool) == 7
+    assert flood[-1] in pool and flood[-2] in pool
+
+
+def test_associations_share_the_contexts_and_negotiation_leaves_them_alone() -> None:
+    contexts = SharedContexts([*storage_contexts(), verification_context()])
+    before = [(c.abstract_syntax, list(c.transfer_syntax), c.context_id) for c in contexts]
+    assert copy.deepcopy(contexts) is contexts
+    requested = [build_context(CTImageStorage, [ExplicitVRLittleEndian]), build_context(VERIFY)]
+    for i, cx in enumerate(requested):
+        cx.context_id = 2 * i + 1
+    result, _ = negotiate_as_acceptor(requested, contexts)
+    assert [c.result for c in result] == [0, 0]
+    assert [(c.abstract_syntax, list(c.transfer_syntax), c.context_id) for c in contexts] == before
 
 
 def test_oversized_keeps_nothing() -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +135,141 @@ def test_issuer_key_kinds(tmp_path: Path) -> None:
     assert crypto.load_jwt_key(pub.read_text()).alg == "EdDSA"
     with pytest.raises(Exception, match="PEM public key"):
         crypto.load_jwt_key("not a key")
+
+
+def _alter_last(part: str) -> str:
+    """The same bytes with other trailing bits: base64url's last character carries bits
+    that encode nothing when the length is not a multiple of 3."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    return part[:-1] + alphabet[alphabet.index(part[-1]) ^ 1]
+
+
+DEEP = "[" * 1500 + "]" * 1500  # within the 8 KB token limit, deeper than Python's recursion
+
+
+def _raw(**times: str) -> str:
+    """Claims JSON with the time claims written exactly as given (NaN, 1e400, ...)."""
+    fields = [f'"{k}": {v}' for k, v in times.items()]
+    return '{"iss": "https://idp.example", "aud": "ZTBRIDGE", ' + ", ".join(fields) + "}"
+
+
+@pytest.mark.parametrize(
+    ("case", "build", "problem"),
+    [
+        # jwt_t.py / scu_jwt.py: each of these raised out of identity.check before.
+        ("signature + AAA (length 1 mod 4)", lambda t: t + "AAA", "not base64url"),
+        ("payload length 1 mod 4", lambda t: _split(t, 1, lambda p: p + "A"), "not base64url"),
+        ("stray bits in the signature", lambda t: _split(t, 2, _alter_last), "canonical"),
+        ("non-ASCII digit in the signature", lambda t: t[:-1] + "\u0663", "not ASCII"),
+        ("padding inside", lambda t: _split(t, 0, lambda p: p[:4] + "=" + p[4:]), "base64url"),
+    ],
+)
+def test_malformed_encodings_are_refusals_not_exceptions(
+    issuer: dict[str, Any], case: str, build: Any, problem: str
+) -> None:
+    private, req = issuer["ed"]
+    token = build(sign(private, GOOD))
+    found = identity.check(req, claim(5, token.encode()), NOW)
+    assert found is not None and problem in found, (case, found)
+
+
+def _split(token: str, index: int, change: Any) -> str:
+    parts = token.split(".")
+    parts[index] = change(parts[index])
+    return ".".join(parts)
+
+
+@pytest.mark.parametrize(
+    ("case", "header", "claims", "problem"),
+    [
+        ("payload nested 1500 deep", None, DEEP, "nested more than 32 deep"),
+        ("header nested 1500 deep", DEEP, json.dumps(GOOD), "nested more than 32 deep"),
+        ("exp NaN", None, '{"iss":"https://idp.example","aud":"ZTBRIDGE","exp":NaN}', "NaN"),
+        ("exp Infinity", None, _raw(exp="Infinity"), "Infinity"),
+        ("exp -Infinity", None, _raw(exp="-Infinity"), "Infinity"),
+        ("exp 1e400", None, _raw(exp="1e400"), "out of range"),
+        ("nbf NaN", None, _raw(exp=str(T + 300), nbf="NaN"), "NaN"),
+        ("iat 1e999", None, _raw(exp=str(T + 300), iat="1e999"), "out of range"),
+        ("duplicate alg", '{"alg":"none","alg":"EdDSA"}', json.dumps(GOOD), "duplicate"),
+        ("duplicate exp", None, _raw(exp=f'{T - 9999}, "exp": {T + 300}'), "duplicate"),
+        ("exp a float", None, _raw(exp=f"{T + 300}.5"), None),
+    ],
+)
+def test_claims_json_is_strict(
+    issuer: dict[str, Any], case: str, header: str | None, claims: str, problem: str | None
+) -> None:
+    private, req = issuer["ed"]
+    token = sign(private, claims, header=header)
+    found = identity.check(req, claim(5, token.encode()), NOW)
+    if problem is None:
+        assert found is None, (case, found)
+    else:
+        assert found is not None and problem in found, (case, found)
+
+
+def test_validity_is_capped_when_asked(issuer: dict[str, Any]) -> None:
+    private, req = issuer["ed"]
+    year = timedelta(days=366)
+    far = sign(private, {**GOOD, "exp": 10**15})  # finite, and practically never expires
+    found = identity.check(req, claim(5, far.encode()), NOW, year)
+    assert found is not None and "longer than the 366 days" in found
+    assert identity.check(req, claim(5, far.encode()), NOW) is None  # no cap given
+    month = sign(private, {**GOOD, "exp": T + 30 * 86400})
+    assert identity.check(req, claim(5, month.encode()), NOW, year) is None
+
+
+def test_passcode_is_compared_as_the_bytes_sent() -> None:
+    # A lenient decoding turned every invalid byte into U+FFFD, so these all matched.
+    req = PasscodeRequirement("CT01", crypto.hash_passcode("passcode-\ufffd"))
+    for sent in (b"passcode-\xff", b"passcode-\xfe", b"passcode-\xc3"):
+        found = identity.check(req, claim(2, b"CT01", sent), NOW)
+        assert found is not None and "wrong passcode" in found, sent
+    assert identity.check(req, claim(2, b"CT01", "passcode-\ufffd".encode()), NOW) is None
+
+
+def test_argon2_runs_whatever_the_username(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wrong username must cost what a wrong passcode costs: otherwise the time taken tells
+    a peer which usernames exist (counted, not timed)."""
+    runs: list[bytes] = []
+    verify = crypto.verify_passcode
+
+    def counting(encoded: str, passcode: str | bytes) -> bool:
+        runs.append(passcode if isinstance(passcode, bytes) else passcode.encode())
+        return verify(encoded, passcode)
+
+    monkeypatch.setattr(crypto, "verify_passcode", counting)
+    for c in (
+        claim(2, b"CT01", b"correct horse battery"),
+        claim(2, b"MR01", b"correct horse battery"),
+        claim(2, b"\xff\xfe", b"x"),
+        claim(2, b"MR01", None),
+    ):
+        assert identity.check(PASS, c, NOW) is None or c.primary != b"CT01"
+    assert len(runs) == 4
+
+
+def test_deep_json_is_refused_whatever_the_recursion_limit() -> None:
+    """Libraries the gateway loads raise the recursion limit (py_ecc: 100000), and json's C
+    parser then recurses until the thread's stack overflows: a 512 KB posture body of
+    brackets killed the process. The depth is checked before parsing."""
+    program = (
+        "import sys, threading\n"
+        "sys.setrecursionlimit(100000)\n"
+        "from gateway.crypto import strict_json\n"
+        "from gateway.posture.report import parse_envelope\n"
+        "from gateway.errors import InvalidInputError\n"
+        "body = b'{\"report\": ' + b'[' * 262000 + b']' * 262000 + b', \"signature\": \"\"}'\n"
+        "def run():\n"
+        "    try:\n"
+        "        parse_envelope(body)\n"
+        "    except InvalidInputError as e:\n"
+        "        print('refused:', e)\n"
+        "t = threading.Thread(target=run)\n"
+        "t.start()\n"
+        "t.join()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-500:])
+    assert "refused: the body is not JSON: nested more than 32 deep" in done.stdout

@@ -7,18 +7,23 @@ was; accepted reports are stored with their verdict and audited.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from gateway import crypto
+from gateway.admission import AssociationFacts, check_posture
 from gateway.clock import FixedClock
 from gateway.index.models import audit_events, posture_reports
+from gateway.logsafe import SafeFormatter
+from gateway.posture.policy import Policy, PolicySet
 from gateway.posture.report import build_report, sign_report
 from gateway.posture.service import PostureFailure
 from gateway.service import Gateway, open_gateway
@@ -165,8 +170,12 @@ def test_a_report_signed_with_another_key_is_refused_and_not_stored(
     assert device is not None
     status = gw.posture.status(device.id)
     assert status is not None and status.issued_at == NOW - timedelta(seconds=30)
-    assert status.last_refused is not None and status.last_refused.startswith("bad-signature")
-    assert audit(gw, "posture.rejected")[-1][1]["problem"] == "bad-signature"
+    # Anyone can post this: it explains a refusal (from memory) but is never written.
+    assert status.last_refused is not None
+    assert status.last_refused.startswith("unauthenticated post, bad-signature")
+    assert audit(gw, "posture.rejected") == []
+    enrolled = gw.posture.enrollment(device.id)
+    assert enrolled is not None and enrolled.last_refused is None
 
 
 def test_a_tampered_report_is_refused(gw: Gateway, client: TestClient, tmp_path: Path) -> None:
@@ -231,7 +240,11 @@ def test_who_may_post(gw: Gateway, client: TestClient, tmp_path: Path) -> None:
     [
         (b"{not json", "not JSON"),
         (b'{"report": {}, "signature": ""}', "does not verify"),
-        (b'{"report": {"a": 1.5}, "signature": "AAAA"}', "float values are not allowed"),
+        # Not encodable canonically, so no agent signed it: a bad signature, not a parser's
+        # opinion of unauthenticated input.
+        (b'{"report": {"a": 1.5}, "signature": "AAAA"}', "does not verify"),
+        (b'{"report": ' + b"[" * 5000 + b"]" * 5000 + b', "signature": "x"}', "not JSON"),
+        (b'{"report": {"a": NaN}, "signature": "AAAA"}', "not JSON"),
         (b'["report"]', 'must be {"report"'),
     ],
 )
@@ -316,3 +329,160 @@ def test_time_and_problem_types_and_plain_http_errors(client: TestClient) -> Non
     wrong = client.get("/api/v1/devices/CT01/posture")
     assert wrong.status_code == 405 and wrong.json()["title"] == "Method Not Allowed"
     assert client.get("/problems/nothing").json()["type"] == "/problems/not-found"
+
+
+def admitted(gw: Gateway, ae: str = "CT01") -> str | None:
+    """Admission's posture check for the device now: None, or the refusal's reason."""
+    device = gw.devices.by_ae(ae)
+    assert device is not None
+    facts = AssociationFacts(
+        ae, "ZTBRIDGE", "10.0.0.5", "ZTBRIDGE", device,
+        posture=gw.posture.status(device.id), now=gw.clock.now(),
+    )  # fmt: skip
+    refusal = check_posture(facts)
+    return None if refusal is None else refusal.reason
+
+
+def test_a_policy_change_judges_the_current_report_again(
+    gw: Gateway, client: TestClient, tmp_path: Path
+) -> None:
+    """posture_t.py: a verdict under the old policy used to stand under the new one."""
+    key = enroll(gw, tmp_path)
+    assert post(client, signed(key)).json()["verdict"] == "pass"
+    assert admitted(gw) is None
+    gw.posture.reconfigure("CT01", "test", "strict", None)  # requires an EDR agent
+    reason = admitted(gw)
+    assert reason is not None and "fails posture policy 'strict'" in reason
+    assert "required process not running: edr-agent" in reason
+    latest = gw.posture.latest(gw.devices.by_ae("CT01").id)  # type: ignore[union-attr]
+    assert latest is not None and latest.policy == "strict" and not latest.passed
+    assert audit(gw, "device.posture")[-1][1]["rejudged"] == "fail"
+    gw.posture.reconfigure("CT01", "test", "default", None)
+    assert admitted(gw) is None
+
+
+def test_a_new_key_drops_what_the_old_key_signed(
+    gw: Gateway, client: TestClient, tmp_path: Path
+) -> None:
+    """posture_t.py: a report signed with the replaced key used to keep the device admitted;
+    the README promises the old key "stops verifying at once"."""
+    old = enroll(gw, tmp_path)
+    assert post(client, signed(old)).json()["verdict"] == "pass"
+    gw.posture.reconfigure("CT01", "test", None, tmp_path / "new.key")
+    reason = admitted(gw)
+    assert reason is not None and "has sent no valid posture report yet" in reason
+    assert stored(gw) == 0
+    assert_problem(post(client, signed(old, nonce="1" * 32)), 403, "bad-signature", "does not")
+    new = crypto.load_signing_key_pem((tmp_path / "new.key").read_bytes())
+    assert post(client, signed(new, nonce="2" * 32)).json()["verdict"] == "pass"
+    assert admitted(gw) is None
+
+
+def test_unauthenticated_posts_write_nothing(
+    gw: Gateway, client: TestClient, tmp_path: Path
+) -> None:
+    """posture_t.py / flood_posture.py: 600 unsigned posts made 600 fsynced audit rows and
+    overwrote the device's last refusal. Now they are counted in memory; the first of each
+    kind is logged, and one summary per minute is logged and audited."""
+    key = enroll(gw, tmp_path)
+    assert post(client, signed(key, issued=NOW - timedelta(seconds=5))).is_success
+    before = audit_count(gw)
+    for _ in range(300):
+        assert post(client, {"report": {}, "signature": "AAAA"}).status_code == 403
+    for i in range(300):
+        assert post(client, {"report": {}, "signature": "AAAA"}, f"X{i}").status_code == 404
+    assert client.post("/api/v1/devices/CT01/posture", content=b"{").status_code == 400
+    assert audit_count(gw) == before  # not one row
+    device = gw.devices.by_ae("CT01")
+    assert device is not None
+    enrolled = gw.posture.enrollment(device.id)
+    assert enrolled is not None and enrolled.last_refused is None
+    clock = gw.clock
+    assert isinstance(clock, FixedClock)
+    clock.advance(61)
+    gw.posture.flush_refusals()
+    summary = audit(gw, "posture.rejected.summary")
+    assert len(summary) == 1
+    kinds = {(k["device"], k["problem"]): k["count"] for k in summary[0][1]["kinds"]}
+    assert kinds == {("CT01", "bad-signature"): 299, ("(unregistered)", "unknown-device"): 299}
+    assert summary[0][1]["total"] == 598
+    gw.posture.flush_refusals()
+    assert len(audit(gw, "posture.rejected.summary")) == 1  # nothing more to say
+
+
+def test_verified_refusals_are_written_once_a_minute(
+    gw: Gateway, client: TestClient, tmp_path: Path
+) -> None:
+    """A captured report can be replayed by anyone: its refusals, too, are bounded."""
+    key = enroll(gw, tmp_path)
+    body = signed(key, issued=NOW - timedelta(seconds=10))
+    assert post(client, body).is_success
+    for _ in range(50):
+        assert_problem(post(client, body), 409, "replayed-report", "replayed")
+    rejected = audit(gw, "posture.rejected")
+    assert [d["problem"] for _, d in rejected] == ["replayed-report"]
+    device = gw.devices.by_ae("CT01")
+    assert device is not None
+    enrolled = gw.posture.enrollment(device.id)
+    assert enrolled is not None and (enrolled.last_refused or "").startswith("replayed-report")
+    gw.clock.advance(61)  # type: ignore[attr-defined]
+    assert_problem(post(client, body), 409, "replayed-report", "replayed")
+    assert len(audit(gw, "posture.rejected")) == 2  # a new window: written again
+    (summary,) = audit(gw, "posture.rejected.summary")
+    assert summary[1]["kinds"][0]["count"] == 49
+
+
+def test_a_more_lenient_policy_does_not_make_pruned_reports_replayable(
+    gw: Gateway, client: TestClient, tmp_path: Path
+) -> None:
+    """Report rows are pruned to today's policies (300 s here); if the longest max age grows
+    after a restart, a report whose row is gone would be fresh again. Nonces are kept for
+    the longest age any policy may have (7 days)."""
+    key = enroll(gw, tmp_path)
+    clock = gw.clock
+    assert isinstance(clock, FixedClock)
+    captured = signed(key, issued=clock.now(), nonce="a" * 32)
+    assert post(client, captured).is_success
+    clock.advance(400)
+    assert post(client, signed(key, issued=clock.now(), nonce="b" * 32)).is_success
+    assert stored(gw) == 1  # the captured report's row was pruned
+    lenient = Policy(max_report_age_seconds=3600)
+    gw.posture.policies = PolicySet({"default": lenient, "strict": lenient}, "test")
+    assert_problem(post(client, captured), 409, "replayed-report", "replayed")
+
+
+def test_log_lines_cannot_be_forged(
+    gw: Gateway, client: TestClient, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    enroll(gw, tmp_path)
+    forged = "X\n2026-12-01 12:00:00,000 INFO    ztbridge.dicom: association from CT01 accepted"
+    caplog.set_level("WARNING", "ztbridge.posture")
+    r = client.post(f"/api/v1/devices/{quote(forged)}/posture", json={"report": {}})
+    assert r.status_code == 404
+    messages = [rec.getMessage() for rec in caplog.records]
+    assert messages and all("\n" not in m for m in messages), messages
+    formatted = SafeFormatter("%(message)s").format(
+        logging.LogRecord("t", logging.WARNING, __file__, 1, "from %s", (forged,), None)
+    )
+    assert "\n" not in formatted and "\\n2026-12-01" in formatted
+
+
+def audit_count(gw: Gateway) -> int:
+    with gw.db.read() as conn:
+        return int(conn.execute(select(func.count()).select_from(audit_events)).scalar_one())
+
+
+def test_a_report_dated_ahead_ages_from_its_arrival(
+    gw: Gateway, client: TestClient, tmp_path: Path
+) -> None:
+    """posture_t.py: a report dated 59 s ahead (accepted: within max_future_seconds) stayed
+    fresh 59 s longer than the policy allows."""
+    key = enroll(gw, tmp_path)
+    assert post(client, signed(key, issued=NOW + timedelta(seconds=59))).is_success
+    clock = gw.clock
+    assert isinstance(clock, FixedClock)
+    clock.advance(300)
+    assert admitted(gw) is None
+    clock.advance(1)
+    reason = admitted(gw)
+    assert reason is not None and "stale" in reason
