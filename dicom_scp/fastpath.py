@@ -8,7 +8,8 @@ PDU again: about 0.5 ms of a ~4 ms instance. Here the common case (a plain statu
 comment or offending element, the association established and nothing else queued to send)
 is encoded by hand, byte for byte what pynetdicom would send (tests compare the two), and
 sent under a lock that the DUL thread's own sends take too, so PDUs never interleave.
-Anything else goes the stock way.
+Anything else goes the stock way. Called from ``guard.BoundedDIMSE.send_msg`` once it has
+counted the request answered.
 
 Why it is safe to bypass the DUL's queue: the only P-DATA a storage SCP sends are DIMSE
 responses, and we negotiate no asynchronous operations window, so the peer sends its next
@@ -21,8 +22,6 @@ no state; the association's DIMSE-sent notification is not fired for these respo
 from __future__ import annotations
 
 import struct
-import threading
-from types import MethodType
 from typing import Any
 
 from pynetdicom.dimse_primitives import C_STORE
@@ -80,37 +79,32 @@ def encodable(primitive: Any) -> bool:
     )
 
 
-def install(assoc: Any) -> None:
-    """Send ``assoc``'s plain C-STORE responses directly (before its threads start)."""
-    dimse, dul = assoc.dimse, assoc.dul
-    lock = threading.Lock()
-    stock_send_msg = dimse.send_msg
-    stock_send = dul._send
+def send_c_store_rsp(assoc: Any, primitive: Any, context_id: int) -> bool:
+    """Write a plain C-STORE response straight to the socket; False: send it the stock way.
 
-    def send_pdu(self: Any, pdu: Any) -> None:  # the DUL thread's sends take the lock too
-        with lock:
-            stock_send(pdu)
-
-    def send_msg(primitive: Any, context_id: int) -> None:
-        peer_max = dimse.maximum_pdu_size
-        if (
-            encodable(primitive)
-            and dul.state_machine.current_state == "Sta6"
-            and dul.to_provider_queue.empty()
-            and dul.socket is not None
-        ):
-            command = c_store_rsp_command(
-                str(primitive.AffectedSOPClassUID),
-                str(primitive.AffectedSOPInstanceUID),
-                int(primitive.MessageIDBeingRespondedTo),
-                int(primitive.Status),
-            )
-            if not peer_max or len(command) + 6 <= peer_max:
-                pdu = p_data_tf(context_id, command)
-                with lock:
-                    dul.socket.send(pdu)
-                return
-        stock_send_msg(primitive, context_id)
-
-    dul._send = MethodType(send_pdu, dul)
-    dimse.send_msg = send_msg
+    Needs the association's DUL to serialise its own sends on ``ztb_send_lock``
+    (``guard.BoundedDUL``); without it nothing is sent here.
+    """
+    dul = assoc.dul
+    lock = getattr(dul, "ztb_send_lock", None)
+    if (
+        lock is None
+        or not encodable(primitive)
+        or dul.state_machine.current_state != "Sta6"
+        or not dul.to_provider_queue.empty()
+        or dul.socket is None
+    ):
+        return False
+    command = c_store_rsp_command(
+        str(primitive.AffectedSOPClassUID),
+        str(primitive.AffectedSOPInstanceUID),
+        int(primitive.MessageIDBeingRespondedTo),
+        int(primitive.Status),
+    )
+    peer_max = assoc.dimse.maximum_pdu_size
+    if peer_max and len(command) + 6 > peer_max:
+        return False
+    pdu = p_data_tf(context_id, command)
+    with lock:
+        dul.socket.send(pdu)
+    return True

@@ -58,6 +58,7 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_RJ
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
+from dicom_scp import fastpath
 from dicom_scp.lobby import Lobby, Pending, PendingConnections
 from gateway.errors import ConfigError
 
@@ -169,10 +170,19 @@ def _recv_into(raw: socket.socket, view: memoryview, deadline: float) -> bool:
 
 
 class BoundedDUL(DULServiceProvider):
-    """pynetdicom's DUL with a bounded, deadline-limited PDU reader (see module doc)."""
+    """pynetdicom's DUL with a bounded, deadline-limited PDU reader (see module doc).
+
+    Its sends take ``ztb_send_lock``, which ``fastpath`` holds too when it writes a C-STORE
+    response from the association thread: PDUs never interleave on the socket.
+    """
 
     ztb_limits: Limits
     ztb_on_violation: ViolationHook
+    ztb_send_lock: threading.Lock
+
+    def _send(self, pdu: Any) -> None:
+        with self.ztb_send_lock:
+            super()._send(pdu)
 
     def _read_pdu_data(self) -> None:
         assoc_socket = self.socket
@@ -318,6 +328,8 @@ class BoundedDIMSE(DIMSEServiceProvider):
         if primitive.MessageIDBeingRespondedTo is not None:
             with self.ztb_lock:
                 self.ztb_outstanding = max(0, self.ztb_outstanding - 1)
+        if fastpath.send_c_store_rsp(self.assoc, primitive, context_id):
+            return
         super().send_msg(primitive, context_id)
 
     def _ztb_abort(self, check: str, reason: str) -> None:
@@ -381,6 +393,7 @@ class Guard:
         assoc.dul.__class__ = BoundedDUL
         assoc.dul.ztb_limits = self.limits
         assoc.dul.ztb_on_violation = self.on_violation
+        assoc.dul.ztb_send_lock = threading.Lock()
         assoc.dimse.__class__ = BoundedDIMSE
         assoc.dimse.ztb_limits = self.limits
         assoc.dimse.ztb_on_violation = self.on_violation

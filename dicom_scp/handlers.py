@@ -20,7 +20,7 @@ from pynetdicom import evt
 from pynetdicom.events import InterventionEvent, NotificationEvent
 from pynetdicom.pdu_primitives import UserIdentityNegotiation
 
-from dicom_scp import fastpath, reactor
+from dicom_scp import reactor
 from dicom_scp.guard import Guard, Oversized
 from dicom_scp.tls import diagnose
 from gateway import identity
@@ -127,8 +127,7 @@ class Handlers:
     def on_connection(self, event: Any) -> None:
         """Before the association's threads start: event-driven loops, and no Nagle (each
         C-STORE response is tiny and the peer waits for it)."""
-        if reactor.accelerate(event.assoc):
-            fastpath.install(event.assoc)
+        reactor.accelerate(event.assoc)
         sock = event.assoc.dul.socket.socket if event.assoc.dul.socket else None
         if sock is not None:
             try:
