@@ -19,7 +19,6 @@ import base64
 import hashlib
 import json
 import logging
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from gateway.errors import ConfigError, InvalidInputError, StorageError
 from gateway.index.database import Database
 from gateway.index.models import device_posture, posture_nonces, posture_reports
 from gateway.logsafe import shown
+from gateway.pki import write_new_file
 from gateway.posture.policy import NO_POLICY, Decision, PolicySet, evaluate
 from gateway.posture.refusals import RefusalTally
 from gateway.posture.report import (
@@ -135,20 +135,8 @@ def fingerprint(public: bytes) -> str:
 
 
 def write_key_file(path: Path, pem: bytes) -> None:
-    """Create ``path`` with mode 0600 and the key; never overwrite an existing file."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError as e:
-        raise InvalidInputError(
-            f"{path} already exists: refusing to overwrite a key file (choose another path)"
-        ) from e
-    except OSError as e:
-        raise InvalidInputError(f"cannot create the key file {path}: {e.strerror}") from e
-    try:
-        os.write(fd, pem)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Create ``path`` with mode 0600 and the key, durably; never overwrite an existing file."""
+    write_new_file(path, pem)
 
 
 def check_key_destination(path: Path) -> None:
