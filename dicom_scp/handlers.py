@@ -129,7 +129,7 @@ class Handlers:
         C-STORE response is tiny and the peer waits for it)."""
         reactor.accelerate(event.assoc)
         sock = event.assoc.dul.socket.socket if event.assoc.dul.socket else None
-        if sock is not None:
+        if sock is not None and self.gw.settings.dicom.tcp_nodelay:
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError as e:  # a socket already closed by the peer

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from gateway.audit import AuditEvent, AuditLog
 from gateway.clock import Clock
@@ -121,16 +121,7 @@ class CredentialStore:
         """
         now = self._clock.now().isoformat()
         with self._db.write() as conn:
-            revoked = 0
-            if revoke_others:
-                revoked = conn.execute(
-                    update(device_certificates)
-                    .where(
-                        device_certificates.c.device_id == device_id,
-                        device_certificates.c.revoked_at.is_(None),
-                    )
-                    .values(revoked_at=now)
-                ).rowcount
+            revoked = _revoke_active(conn, device_id, now) if revoke_others else 0
             conn.execute(
                 insert(device_certificates).values(
                     fingerprint=issued.fingerprint,
@@ -162,14 +153,7 @@ class CredentialStore:
         """Revoke every active certificate of the device; returns how many."""
         now = self._clock.now().isoformat()
         with self._db.write() as conn:
-            n = conn.execute(
-                update(device_certificates)
-                .where(
-                    device_certificates.c.device_id == device_id,
-                    device_certificates.c.revoked_at.is_(None),
-                )
-                .values(revoked_at=now)
-            ).rowcount
+            n = _revoke_active(conn, device_id, now)
             self._audit.append(
                 conn,
                 AuditEvent(
@@ -206,3 +190,17 @@ class CredentialStore:
                 )
                 detail.update(issuer=req.issuer, audience=req.audience, subject=req.subject)
             self._audit.append(conn, AuditEvent("device.identity", actor, ae, "ok", detail))
+
+
+def _revoke_active(conn: Connection, device_id: int, now: str) -> int:
+    """Mark every unrevoked certificate of the device revoked at ``now``; how many."""
+    return int(
+        conn.execute(
+            update(device_certificates)
+            .where(
+                device_certificates.c.device_id == device_id,
+                device_certificates.c.revoked_at.is_(None),
+            )
+            .values(revoked_at=now)
+        ).rowcount
+    )
