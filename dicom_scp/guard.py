@@ -22,9 +22,9 @@ A-ASSOCIATE-RQ against ``maximum_associations``. This module closes each of thos
   under ``handshake_timeout``. Every association shares one prebuilt list of presentation
   contexts (``SharedContexts``) instead of pynetdicom's deep copy per connection.
 * ``PendingConnections`` (in the lobby module) caps connections that have not yet sent an
-  A-ASSOCIATE-RQ, in total and per source address; past a cap the oldest *silent* one is
-  dropped, so a flood of idle connections cannot keep a real modality out: its request
-  arrives milliseconds after it connects.
+  A-ASSOCIATE-RQ, in total and per source address, silent ones and ones that spoke apart;
+  past a cap the oldest of its tier is dropped, so a flood of idle connections cannot keep a
+  real modality out: its request arrives milliseconds after it connects.
 * ``BoundedDIMSE`` also enforces one outstanding request (no asynchronous operations window
   is negotiated): a peer that pipelines requests is aborted instead of queued.
 
@@ -369,16 +369,15 @@ class Guard:
     def __init__(
         self,
         limits: Limits,
-        max_pending: int,
+        pending: PendingConnections,
         on_violation: ViolationHook,
         on_handshake_failure: HandshakeHook,
         *,
-        max_pending_per_ip: int | None = None,
         first_byte_timeout: float = 30.0,
     ) -> None:
         check_pynetdicom()
         self.limits = limits
-        self.pending = PendingConnections(max_pending, max_pending_per_ip or max_pending)
+        self.pending = pending
         self.lobby = Lobby(self.pending, first_byte_timeout)
         self.on_violation = on_violation
         self.on_handshake_failure = on_handshake_failure

@@ -7,11 +7,12 @@ few local threads connecting in a loop took the gateway to 1840 threads, ~1.9 Gi
 port nobody else could reach. Here:
 
 * ``PendingConnections`` counts every connection from ``accept()`` until its A-ASSOCIATE-RQ
-  arrives (or it closes), per source address and in total. Past a cap the oldest goes:
-  first the oldest that has not sent a byte (a real modality sends its request the moment it
-  connects, so silence is what a flood looks like), then the oldest of the rest. A source
-  address past its own cap loses its own oldest, so one flooding host churns its own few
-  slots and cannot push other hosts' modalities out.
+  arrives (or it closes), per source address and in total, in two tiers: silent ones (a
+  file descriptor each; caps in the hundreds) and ones that spoke (a thread each; caps of a
+  few). Past a cap the oldest of its tier goes. A real modality sends its request the moment
+  it connects, so silence is what a flood looks like, and silence never pushes out a
+  connection that spoke. A source address past its own cap loses its own oldest, so one
+  flooding host churns its own slots and cannot push other hosts' modalities out.
 * ``Lobby`` holds connections that have sent nothing yet in one ``selectors`` loop on one
   thread: no thread, no Association, nothing but a file descriptor until the first byte
   arrives (then the connection goes on to its own thread, as before). A connection that
@@ -43,6 +44,17 @@ class Pending:
     spoke: bool = False  # has sent at least one byte
     since: float = field(default_factory=time.monotonic)
 
+    def has_bytes_waiting(self) -> bool:
+        """Whether the peer has sent something the lobby has not looked at yet (peeked, not
+        read). Why: the accept thread takes connections in batches, so a modality's request
+        can be waiting on a connection the lobby has not seen when a flood from the same
+        address pushes that address past its cap; judged by ``spoke`` alone, it looked
+        silent and was the one dropped."""
+        try:
+            return bool(self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except OSError:  # nothing yet (BlockingIOError), reset, or already closed
+            return False
+
     def hang_up(self) -> None:
         """Wake whoever waits on this socket: the lobby loop or the connection's threads see
         end-of-file at once and let go of it (closing is theirs to do)."""
@@ -50,84 +62,135 @@ class Pending:
             self.sock.shutdown(socket.SHUT_RDWR)
 
 
-class PendingConnections:
-    """Connections without an A-ASSOCIATE-RQ yet, oldest first; past a cap the oldest go."""
+class _Tier:
+    """Connections of one kind, oldest first, counted in total and per source address."""
 
     def __init__(self, cap: int, per_ip: int) -> None:
-        self._cap = cap
-        self._per_ip = per_ip
-        self._items: dict[Pending, None] = {}  # insertion order: oldest first
-        self._by_ip: dict[str, dict[Pending, None]] = {}
+        self.cap = cap
+        self.per_ip = per_ip
+        self.items: dict[Pending, None] = {}  # insertion order: oldest first
+        self.by_ip: dict[str, dict[Pending, None]] = {}
+
+    def put(self, item: Pending) -> None:
+        self.items[item] = None
+        self.by_ip.setdefault(item.ip, {})[item] = None
+
+    def take(self, item: Pending) -> bool:
+        """Remove ``item`` if it is here; whether it was."""
+        if item not in self.items:
+            return False
+        del self.items[item]
+        mine = self.by_ip[item.ip]
+        del mine[item]
+        if not mine:
+            del self.by_ip[item.ip]
+        return True
+
+    def over_cap(self, ip: str) -> Pending | None:
+        """The oldest connection of the group that is over its cap (``ip``'s own first, so a
+        flooding address loses its own), or None when both caps hold."""
+        mine = self.by_ip.get(ip, {})
+        if len(mine) > self.per_ip:
+            return next(iter(mine))
+        if len(self.items) > self.cap:
+            return next(iter(self.items))
+        return None
+
+    def count(self, ip: str) -> int:
+        return len(self.by_ip.get(ip, ()))
+
+
+class PendingConnections:
+    """Connections without an A-ASSOCIATE-RQ yet, in two tiers with their own caps.
+
+    *Silent* connections have sent nothing: they cost a file descriptor in the lobby and
+    nothing else, so their caps are large, and a flood from the modality's own address has
+    to push out hundreds of them before it reaches the modality's request, not a handful.
+    Connections that *spoke* have a thread (and perhaps a TLS handshake) each: their caps
+    are small. Each tier drops its oldest past a cap; silent connections never push out one
+    that spoke. Before a silent connection is dropped its socket is peeked at: the accept
+    thread takes connections in batches, so a modality's request can be waiting on one the
+    lobby has not looked at yet (CI once saw 1 of 5 echoes refused under a same-host flood
+    when silence was judged by the lobby's flag alone). Such a connection moves to the
+    spoken tier instead.
+    """
+
+    def __init__(self, cap: int, per_ip: int, silent_cap: int, silent_per_ip: int) -> None:
+        self._silent = _Tier(silent_cap, silent_per_ip)
+        self._spoken = _Tier(cap, per_ip)
         self._lock = threading.Lock()
         self.evicted = 0
         self._last_log = 0.0
 
     def add(self, item: Pending) -> None:
-        """Track a new connection; hangs up on the oldest ones if over a cap."""
+        """Track a new, silent connection; hangs up on the oldest ones past a cap."""
         victims: list[Pending] = []
         with self._lock:
-            self._items[item] = None
-            mine = self._by_ip.setdefault(item.ip, {})
-            mine[item] = None
-            if len(mine) > self._per_ip:
-                victims.append(self._pop(_oldest(mine)))
-            if len(self._items) > self._cap:
-                victims.append(self._pop(_oldest(self._items)))
+            self._silent.put(item)
+            while (oldest := self._silent.over_cap(item.ip)) is not None:
+                if oldest.has_bytes_waiting():
+                    self._promote(oldest, victims)
+                else:
+                    self._silent.take(oldest)
+                    victims.append(oldest)
+        self._hang_up(victims)
+
+    def spoke(self, item: Pending) -> None:
+        """The connection sent its first bytes: it moves to the spoken tier (whose oldest
+        goes past that tier's caps), out of reach of silent floods."""
+        victims: list[Pending] = []
+        with self._lock:
+            if item in self._silent.items:
+                self._promote(item, victims)
+        self._hang_up(victims)
+
+    def _promote(self, item: Pending, victims: list[Pending]) -> None:
+        item.spoke = True
+        self._silent.take(item)
+        self._spoken.put(item)
+        while (oldest := self._spoken.over_cap(item.ip)) is not None:
+            self._spoken.take(oldest)
+            victims.append(oldest)
+
+    def _hang_up(self, victims: list[Pending]) -> None:
+        if not victims:
+            return
+        with self._lock:
             self.evicted += len(victims)
             now = time.monotonic()
-            report = bool(victims) and now - self._last_log > 10
+            report = now - self._last_log > 10
             if report:
                 self._last_log = now
         for victim in victims:
             victim.hang_up()
         if report:
             log.warning(
-                "connections without an association request: dropped the oldest (more than %d"
-                " in all, or %d from one address; %d dropped so far)",
-                self._cap,
-                self._per_ip,
+                "connections without an association request: dropped the oldest (silent: more"
+                " than %d in all or %d from one address; spoken: %d or %d; %d dropped so far)",
+                self._silent.cap,
+                self._silent.per_ip,
+                self._spoken.cap,
+                self._spoken.per_ip,
                 self.evicted,
             )
-
-    def spoke(self, item: Pending) -> None:
-        """The connection sent its first bytes: a silent flood no longer pushes it out first."""
-        with self._lock:
-            item.spoke = True
 
     def discard(self, item: Pending) -> None:
         """The connection sent its request, or closed (idempotent)."""
         with self._lock:
-            if item in self._items:
-                self._pop(item)
-
-    def _pop(self, item: Pending) -> Pending:
-        del self._items[item]
-        mine = self._by_ip[item.ip]
-        del mine[item]
-        if not mine:
-            del self._by_ip[item.ip]
-        return item
+            self._silent.take(item) or self._spoken.take(item)
 
     def __contains__(self, item: Pending) -> bool:
         with self._lock:
-            return item in self._items
+            return item in self._silent.items or item in self._spoken.items
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._items)
+            return len(self._silent.items) + len(self._spoken.items)
 
     def count(self, ip: str) -> int:
-        """Connections pending from ``ip``."""
+        """Connections pending from ``ip`` (both tiers)."""
         with self._lock:
-            return len(self._by_ip.get(ip, ()))
-
-
-def _oldest(items: dict[Pending, None]) -> Pending:
-    """The oldest silent connection, else the oldest."""
-    for item in items:
-        if not item.spoke:
-            return item
-    return next(iter(items))
+            return self._silent.count(ip) + self._spoken.count(ip)
 
 
 # (pending connection, peer address): hand a connection that spoke to its own thread.

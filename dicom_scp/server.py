@@ -10,8 +10,10 @@ from typing import Any
 from pynetdicom import AE
 
 from dicom_scp.contexts import storage_contexts, verification_context
+from dicom_scp.fdlimit import silent_caps
 from dicom_scp.guard import Guard, GuardedServer, Limits
 from dicom_scp.handlers import Handlers
+from dicom_scp.lobby import PendingConnections
 from dicom_scp.tls import server_context
 from dicom_scp.watch import PostureWatch
 from gateway.errors import ConfigError
@@ -53,10 +55,13 @@ class DicomServer:
                 io_timeout=s.network_timeout,
                 handshake_timeout=gateway.settings.tls.handshake_timeout,
             ),
-            s.max_pending_connections,
+            PendingConnections(
+                s.max_pending_connections,
+                s.max_pending_per_address,
+                *silent_caps(s.max_silent_connections, s.max_silent_per_address),
+            ),
             self.handlers.on_violation,
             self.handlers.on_handshake_failure,
-            max_pending_per_ip=s.max_pending_per_address,
             first_byte_timeout=s.acse_timeout,
         )
         self.handlers.guard = self.guard

@@ -52,10 +52,19 @@ class DicomSettings(_Section):
     max_associations: int = Field(16, ge=1, le=1024)
     max_associations_per_device: int = Field(4, ge=1, le=1024)
     max_pending_connections: int = Field(
-        32, ge=1, le=4096, description="connections not yet associated; the oldest is dropped"
+        32,
+        ge=1,
+        le=4096,
+        description="connections that spoke but sent no whole A-ASSOCIATE-RQ yet (a thread each)",
     )
     max_pending_per_address: int = Field(
         8, ge=1, le=4096, description="of those, from one source address; its oldest is dropped"
+    )
+    max_silent_connections: int = Field(
+        1024, ge=1, le=65536, description="connections that sent nothing yet (a descriptor each)"
+    )
+    max_silent_per_address: int = Field(
+        256, ge=1, le=65536, description="of those, from one source address; its oldest is dropped"
     )
     max_associate_rq_bytes: int = Field(
         65536, ge=4096, le=1 << 20, description="largest A-ASSOCIATE-RQ PDU we read"

@@ -38,6 +38,9 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
         ZTBRIDGE_DICOM__ACSE_TIMEOUT="5",
         ZTBRIDGE_DICOM__NETWORK_TIMEOUT="5",
         ZTBRIDGE_INGEST__MAX_INSTANCE_MB="1",
+        # Below the 100 idle connections of the flood test, so their cap is exercised (the
+        # default, 256 from one address, would simply hold them).
+        ZTBRIDGE_DICOM__MAX_SILENT_PER_ADDRESS="32",
     )
     g.cli(
         "device",
