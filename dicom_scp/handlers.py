@@ -382,15 +382,7 @@ class Handlers:
             return STATUS_PROCESSING_FAILURE
         request = event.request
         if isinstance(request.DataSet, Oversized):
-            limit = self.gw.ingestor.max_instance_bytes
-            receipt = self.gw.ingestor.refuse(
-                f"instance of {request.DataSet.received} bytes exceeds the limit of {limit}"
-                " (not buffered past the limit)",
-                STATUS_OUT_OF_RESOURCES,
-                origin,
-                str(request.AffectedSOPInstanceUID),
-            )
-            return receipt.status
+            return self._refuse_oversized(request, origin)
         receipt = self.gw.ingestor.ingest(
             Incoming(
                 dataset=request.DataSet.getbuffer(),  # a view: no copy of the pixels
@@ -402,6 +394,18 @@ class Handlers:
         )
         if receipt.study_uid is not None:
             self._stored_study(event.assoc, receipt.study_uid)
+        return receipt.status
+
+    def _refuse_oversized(self, request: Any, origin: Origin) -> int:
+        """The guard stopped buffering this instance at the size limit: refuse it (0xA700)."""
+        limit = self.gw.ingestor.max_instance_bytes
+        receipt = self.gw.ingestor.refuse(
+            f"instance of {request.DataSet.received} bytes exceeds the limit of {limit}"
+            " (not buffered past the limit)",
+            STATUS_OUT_OF_RESOURCES,
+            origin,
+            str(request.AffectedSOPInstanceUID),
+        )
         return receipt.status
 
     def _stored_study(self, assoc: Any, study_uid: str) -> None:
