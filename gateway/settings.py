@@ -165,6 +165,12 @@ class PostureSettings(_Section):
     recheck_seconds: float = Field(
         10.0, ge=0, le=3600, description="re-judge open associations' posture this often; 0: off"
     )
+    refusal_summary_seconds: float = Field(
+        60.0,
+        ge=1,
+        le=86400,
+        description="refused posts are logged once per kind and window, then summed up",
+    )
 
 
 class LedgerSettings(_Section):

@@ -177,7 +177,7 @@ class PostureService:
         self._settings = settings
         self._listeners: list[Callable[[PostureFailure], None]] = []
         self._listeners_lock = threading.Lock()
-        self._tally = RefusalTally()
+        self._tally = RefusalTally(timedelta(seconds=settings.refusal_summary_seconds))
         # device id -> (when, why) of the latest refusal of an unauthenticated post in its name
         self._unverified_refusals: dict[int, tuple[datetime, str]] = {}
 

@@ -26,9 +26,15 @@ from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu import P_DATA_TF
 
-from tests.integration.test_hostile_peers import logged
 from tests.support.dicomgen import make_ct_series
-from tests.support.gateway_proc import GatewayProcess, dcmtk, make_gateway, running, storescu
+from tests.support.gateway_proc import (
+    GatewayProcess,
+    dcmtk,
+    logged,
+    make_gateway,
+    running,
+    storescu,
+)
 from tests.support.rawdicom import associate_rq, read_pdu
 
 pytestmark = pytest.mark.integration
@@ -279,14 +285,26 @@ def test_pipelined_requests_abort_the_association(gw: GatewayProcess, tmp_path: 
     assert honest and "rc=0" in honest[0] and successes(honest[0]) == 5, honest
 
 
+def quiet_thread_count(proc: psutil.Process, still_for: float = 2.0, timeout: float = 60) -> int:
+    """The gateway's thread count once it has not changed for ``still_for`` seconds: the
+    threads of an earlier test's associations may still be winding down."""
+    count, since = proc.num_threads(), time.monotonic()
+    deadline = since + timeout
+    while time.monotonic() - since < still_for and time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = proc.num_threads()
+        if now != count:
+            count, since = now, time.monotonic()
+    return count
+
+
 def test_an_abort_is_not_held_up_by_a_stalled_pdu(gw: GatewayProcess) -> None:
     """An association aborted while its peer is in the middle of a PDU (reactor.py note: the
     reader waits up to the network timeout, 60 s here, for a whole PDU) is gone at once:
     pynetdicom's abort shuts the socket, which wakes the reader. Also the posture watch
     aborting an association whose device was removed."""
     proc = process(gw)
-    time.sleep(1)
-    baseline = proc.num_threads()
+    baseline = quiet_thread_count(proc)
     sock = socket.create_connection(("127.0.0.1", gw.port), timeout=60)
     sock.sendall(associate_rq("TRICKLE"))
     answer = read_pdu(sock)

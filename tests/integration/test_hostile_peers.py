@@ -17,7 +17,14 @@ import pytest
 from pydicom import dcmread
 
 from tests.support.dicomgen import make_ct_series
-from tests.support.gateway_proc import GatewayProcess, dcmtk, make_gateway, running, storescu
+from tests.support.gateway_proc import (
+    GatewayProcess,
+    dcmtk,
+    logged,
+    make_gateway,
+    running,
+    storescu,
+)
 from tests.support.rawdicom import associate_rq, closed, pdu, read_pdu
 
 pytestmark = pytest.mark.integration
@@ -90,16 +97,6 @@ def established(g: GatewayProcess, calling: str = "HOSTILE") -> socket.socket:
     answer = read_pdu(s)
     assert answer is not None and answer[0] == ACCEPT, answer
     return s
-
-
-def logged(g: GatewayProcess, text: str, timeout: float = 30) -> bool:
-    """Whether ``text`` appears in the gateway's log (waiting for it: threads log it)."""
-    deadline = time.monotonic() + timeout
-    while text not in g.log():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 def still_open(s: socket.socket) -> bool:
@@ -187,6 +184,7 @@ def test_flood_of_idle_connections_and_associations(gw: GatewayProcess, tmp_path
     idle = [connect(gw) for _ in range(100)]  # connected, never a byte sent
     accepted: list[socket.socket] = []
     rejected = most_open = 0
+    began = time.monotonic()
     for _ in range(100):  # associations from one registered but hostile device, kept idle
         s = connect(gw)
         s.sendall(associate_rq("HOSTILE"))
@@ -201,7 +199,14 @@ def test_flood_of_idle_connections_and_associations(gw: GatewayProcess, tmp_path
             rejected += 1
             s.close()
         peak = max(peak, rss(gw))
-    assert most_open == 4 and rejected >= 80  # max_associations_per_device = 4
+    # max_associations_per_device = 4. An idle association lives at least the network
+    # timeout (5 s here) before the gateway aborts it and frees its slot, so however slow
+    # this loop ran, at most 4 more can have been accepted per 5 s it took.
+    most_accepted = 4 * (1 + int((time.monotonic() - began) / 5))
+    assert most_open == 4 and rejected >= 1 and 100 - rejected <= most_accepted, (
+        rejected,
+        most_accepted,
+    )
     # In the middle of it, the real modality pushes and succeeds.
     done = storescu(gw.port, files, "STORESCU", "ZTBRIDGE", "-v")
     assert done.returncode == 0, done.stderr

@@ -8,6 +8,7 @@ and every anchor lands exactly once (the on-chain record count equals the batche
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 from tests.integration.test_dicom_ingest import count_instances
 from tests.support.anvil import ANVIL_BIN, ANVIL_FUNDER, Anvil
 from tests.support.dicomgen import make_ct_series
-from tests.support.gateway_proc import make_gateway, running, storescu
+from tests.support.gateway_proc import logged, make_gateway, running, storescu
 from tests.support.ledger import chain_info, outbox, settled, wait_outbox
 from tests.support.node import missing_peer
 
@@ -75,11 +76,17 @@ def test_anchors_wait_out_a_node_outage_and_land_once(
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 120
             while count_instances(gw) < 8 + 10 and time.monotonic() < deadline:
                 time.sleep(0.02)
-            anvil.stop()
-            assert push.poll() is None, "the push ended before the node was stopped"
+            # Hold the modality still while the node stops (that can take seconds), so the
+            # push is surely in the middle when the node goes, whatever the machine's speed.
+            push.send_signal(signal.SIGSTOP)
+            try:
+                anvil.stop()
+                assert push.poll() is None, "the push ended before the node was stopped"
+            finally:
+                push.send_signal(signal.SIGCONT)
             _, stderr = push.communicate(timeout=300)
             assert push.returncode == 0, stderr
             assert count_instances(gw) == 8 + 200  # every instance acknowledged and kept
@@ -89,7 +96,7 @@ def test_anchors_wait_out_a_node_outage_and_land_once(
             wait_outbox(gw, anchored=1, pending=2)  # both studies sealed, waiting
             waiting = chain_info(gw)
             assert waiting["chain"].startswith("unavailable")
-            assert "retrying in" in gw.log()
+            assert logged(gw, "retrying in")
 
             nodes.append(anvil.restart())  # same port, same --state file: the chain survives
             wait_outbox(gw, anchored=3)

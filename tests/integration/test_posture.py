@@ -63,6 +63,13 @@ def this_host_policy() -> str:
     return "\n" + "\n".join(out) + "\n"
 
 
+def policies_file(tmp_path: Path) -> Path:
+    """The example policies plus ``unmeetable`` and ``this-host``."""
+    policies = tmp_path / "policies.toml"
+    policies.write_text(EXAMPLE_POLICIES.read_text() + UNMEETABLE + this_host_policy())
+    return policies
+
+
 @dataclass
 class Portal:
     """Where the running gateway's portal listens and the CA that vouches for it."""
@@ -76,8 +83,6 @@ def posture_gateway(tmp_path: Path, dcmtk: None) -> Iterator[tuple[GatewayProces
     """A running ztbridge serving the portal over HTTPS, with the example policies plus one
     that no host can meet."""
     cert, key = self_signed(tmp_path)
-    policies = tmp_path / "policies.toml"
-    policies.write_text(EXAMPLE_POLICIES.read_text() + UNMEETABLE + this_host_policy())
     port = free_port()
     gw = make_gateway(
         tmp_path,
@@ -85,14 +90,19 @@ def posture_gateway(tmp_path: Path, dcmtk: None) -> Iterator[tuple[GatewayProces
         ZTBRIDGE_PORTAL__PORT=str(port),
         ZTBRIDGE_PORTAL__TLS_CERT_FILE=str(cert),
         ZTBRIDGE_PORTAL__TLS_KEY_FILE=str(key),
-        ZTBRIDGE_POSTURE__POLICY_FILE=str(policies),
+        ZTBRIDGE_POSTURE__POLICY_FILE=str(policies_file(tmp_path)),
+        # The open-association watch is off unless a test turns it on: the tests that abort
+        # on a failing report must see that path, not a watch tick that got there first.
+        ZTBRIDGE_POSTURE__RECHECK_SECONDS="0",
     )
     yield gw, Portal(f"https://127.0.0.1:{port}", cert)
     if gw.proc is not None:
         gw.stop()
 
 
-def enroll(gw: GatewayProcess, tmp_path: Path, ae: str, policy: str = "default") -> Path:
+def enroll(gw: GatewayProcess, tmp_path: Path, ae: str, policy: str = "this-host") -> Path:
+    """Register ``ae`` with a posture key. Under ``this-host`` by default: the example
+    ``default`` judges this image's last package upgrade, which a date will outgrow."""
     key = tmp_path / f"{ae}.key"
     out = gw.cli(
         "device", "add", "--ae", ae, "--ip", "127.0.0.1",
@@ -262,6 +272,9 @@ def test_open_associations_are_judged_again_while_they_last(
         wait_for(lambda: held.is_aborted, "the association of a stale device to be aborted", 40)
         assert "aborted (posture): device 'STORESCU' posture report is stale" in gw.log()
         # 2. A fresh report, a new association, then the administrator changes the policy.
+        # Under a policy whose reports last 300 s, so that staleness cannot get there first
+        # on a slow machine.
+        gw.cli("device", "posture", "STORESCU", "--policy", "this-host")
         code, said = agent(gw, portal, "STORESCU", key)
         assert code == 0, said
         held = scu.associate("127.0.0.1", gw.port, ae_title="ZTBRIDGE")
@@ -342,6 +355,9 @@ def test_unauthenticated_posts_leave_the_index_alone(
     device's last refusal, slowing every C-STORE that shares the index; a newline in the URL
     path or a JSON key forged log lines. Now such posts are counted in memory only."""
     gw, portal = posture_gateway
+    # One window for the whole flood, however slow the machine: the summary a window's end
+    # writes is not what this test is about (tests/unit cover the tally).
+    gw.env["ZTBRIDGE_POSTURE__REFUSAL_SUMMARY_SECONDS"] = "3600"
     key_file = enroll(gw, tmp_path, "CT01", policy="this-host")
     gw.cli("device", "add", "--posture-policy", "none", "--ae", "STORESCU", "--ip", "127.0.0.1")
     series = make_ct_series(tmp_path / "ct", 20, rows=64, columns=64)
@@ -387,7 +403,7 @@ def test_unauthenticated_posts_leave_the_index_alone(
     assert [k for k in rows if k.startswith("posture.")] == []  # not one row per post
     log = gw.log()
     assert not any(line.startswith(forged_line) for line in log.splitlines()), "forged line"
-    assert log.count("refused (bad-signature)") <= 3  # first of each kind, once a minute
+    assert log.count("refused (bad-signature)") <= 3  # the first of each kind, once a window
 
 
 def _ssl(ca: Path) -> Any:
@@ -427,6 +443,7 @@ def test_plain_http_only_when_allowed(tmp_path: Path, dcmtk: None) -> None:
         ZTBRIDGE_PORTAL__ALLOW_PLAIN_HTTP="true",
         ZTBRIDGE_PORTAL__HOST="127.0.0.1",
         ZTBRIDGE_PORTAL__PORT=str(port),
+        ZTBRIDGE_POSTURE__POLICY_FILE=str(policies_file(tmp_path)),
     )
     key = enroll(plain, tmp_path, "CT01")
     with running(plain):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import subprocess
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -12,6 +12,9 @@ from tests.support.dicomgen import make_ct_series
 from tests.support.gateway_proc import make_gateway
 
 pytestmark = pytest.mark.integration
+
+SIGNAL_AFTER = 10  # acknowledged instances before SIGTERM: the push is surely under way
+SUCCESS = "Received Store Response (Success)"
 
 
 def test_sigterm_drains_open_association(tmp_path: Path, dcmtk: None) -> None:
@@ -22,6 +25,7 @@ def test_sigterm_drains_open_association(tmp_path: Path, dcmtk: None) -> None:
     push = subprocess.Popen(
         [
             "storescu",
+            "-v",
             "-aet",
             "STORESCU",
             "-aec",
@@ -34,11 +38,33 @@ def test_sigterm_drains_open_association(tmp_path: Path, dcmtk: None) -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    time.sleep(0.5)
-    assert push.poll() is None, "push finished before the signal; make the series larger"
+    # Read storescu's log as it happens (on a thread, so its pipe never fills while the
+    # gateway drains) and signal after the SIGNAL_AFTER-th acknowledgement, whatever the
+    # machine's speed.
+    lines: list[str] = []
+    under_way = threading.Event()
+
+    def read() -> None:
+        assert push.stdout is not None
+        acknowledged = 0
+        for line in push.stdout:
+            lines.append(line)
+            acknowledged += SUCCESS in line
+            if acknowledged == SIGNAL_AFTER:
+                under_way.set()
+        under_way.set()  # storescu ended: let the main thread see how
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert under_way.wait(timeout=300), "storescu never got going"
+    acknowledged_at_signal = sum(SUCCESS in line for line in lines)
+    assert acknowledged_at_signal < 150, "push finished before the signal; make the series larger"
     assert gw.stop() == 0
-    output, _ = push.communicate(timeout=120)
-    assert push.returncode == 0, output  # every instance acknowledged, none failed
+    push.wait(timeout=300)
+    reader.join(timeout=60)
+    output = "".join(lines)
+    assert push.returncode == 0, output[-3000:]  # every instance acknowledged, none failed
+    assert output.count(SUCCESS) == 150, output[-3000:]
     # New associations during the drain are turned away, and after exit nothing listens.
     gw.start()
     try:

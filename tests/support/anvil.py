@@ -58,7 +58,7 @@ class Anvil:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # returns as soon as it listens
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"anvil exited: {self.proc.stderr.read()!r}")  # type: ignore[union-attr]
@@ -66,7 +66,7 @@ class Anvil:
                 return
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError("anvil did not start within 20 s")
+        raise RuntimeError("anvil did not start within 60 s")
 
     def _listening(self) -> bool:
         """Whether THIS process listens on the port (a connect could reach another one)."""
@@ -81,7 +81,7 @@ class Anvil:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=60)  # a kill would lose the state dump
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

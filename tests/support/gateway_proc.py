@@ -46,10 +46,14 @@ class GatewayProcess:
             )
         return result
 
-    def start(self, timeout: float = 30.0) -> None:
-        """Start ``ztbridge up`` and wait until the DICOM port accepts connections."""
+    def start(self, timeout: float = 120.0) -> None:
+        """Start ``ztbridge up`` and wait until the DICOM port accepts connections and the
+        log says this process is the one listening there (not another test's gateway that
+        happened to get the same free port). The deadline is generous for loaded machines:
+        it returns as soon as the gateway is up."""
         self.log_path = self.home.parent / f"{self.home.name}-up.log"
         log = self.log_path.open("ab")
+        since = log.tell()  # the log is appended to across restarts: read only this run's
         self.proc = subprocess.Popen(
             [ZTBRIDGE, "up"], env=self.env, stdout=log, stderr=subprocess.STDOUT
         )
@@ -59,18 +63,28 @@ class GatewayProcess:
                 raise AssertionError(f"ztbridge up exited early:\n{self.log()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    pass
+                if f":{self.port}, AE title".encode() in self.log_path.read_bytes()[since:]:
                     return
             except OSError:
-                time.sleep(0.1)
+                pass
+            time.sleep(0.1)
         raise AssertionError(f"ztbridge did not listen on {self.port}:\n{self.log()}")
 
-    def stop(self) -> int:
-        """SIGTERM and wait; returns the exit code."""
+    def stop(self, timeout: float = 120.0) -> int:
+        """SIGTERM and wait; returns the exit code. A gateway that does not exit in time is
+        killed (so it cannot outlive the test) and the failure shows its log."""
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=30)
-        self.proc = None
-        return code
+        proc, self.proc = self.proc, None
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+            raise AssertionError(
+                f"ztbridge did not exit within {timeout:.0f} s of SIGTERM:\n{self.log()[-5000:]}"
+            ) from None
 
     def kill9(self) -> None:
         """SIGKILL: the crash case."""
@@ -101,6 +115,17 @@ def make_gateway(tmp: Path, name: str = "zt", **extra_env: str) -> GatewayProces
     }
     env.pop("ZTBRIDGE_CONFIG", None)
     return GatewayProcess(tmp / name, port, env)
+
+
+def logged(g: GatewayProcess, text: str, timeout: float = 60) -> bool:
+    """Whether ``text`` appears in the gateway's log, waiting for it: threads log it, and a
+    loaded machine may take a while."""
+    deadline = time.monotonic() + timeout
+    while text not in g.log():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 @contextmanager

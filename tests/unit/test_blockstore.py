@@ -44,8 +44,9 @@ def _logical_end(root: Path) -> int:
 
 
 def _wait_for_runway(s: PackBlockStore, at_least: int = 1) -> None:
-    """Wait until the extender has zeroed ``at_least`` bytes past the last record."""
-    deadline = time.monotonic() + 10
+    """Wait until the extender has zeroed ``at_least`` bytes past the last record (it writes
+    in idle time with fdatasync: slow on a shared disk, hence the generous deadline)."""
+    deadline = time.monotonic() + 120
     while s._alloc_end - s._sizes[s._active] < at_least:
         assert time.monotonic() < deadline, "extender made no runway"
         time.sleep(0.005)

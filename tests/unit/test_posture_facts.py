@@ -273,7 +273,7 @@ def test_live_facts_on_this_host() -> None:
     for name, value in values.items():
         assert (value is None) == (name in unknown), name
     assert psutil.Process().name() in values["processes"]
-    assert values["boot_time"] == int(psutil.boot_time())
+    assert abs(values["boot_time"] - psutil.boot_time()) <= 2  # moves if NTP steps the clock
     assert values["kernel"] == os.uname().release
     assert isinstance(values["os_name"], str) and values["os_name"]
 

@@ -63,7 +63,7 @@ def test_echo_and_release_on_the_event_loops(server: Any) -> None:
     assert assoc.is_released
     assert len(accelerated) == 1
     acceptor = accelerated[0]
-    acceptor.join(timeout=5)
+    acceptor.join(timeout=30)
     assert not acceptor.is_alive(), "acceptor thread did not end after release"
     assert acceptor.is_released
 
@@ -73,7 +73,7 @@ def test_peer_abort_ends_the_acceptor(server: Any) -> None:
     assoc = _client().associate("127.0.0.1", srv.server_address[1], ae_title="REACTOR")
     assert assoc.is_established
     assoc.abort()
-    accelerated[0].join(timeout=5)
+    accelerated[0].join(timeout=30)
     assert not accelerated[0].is_alive()
     assert accelerated[0].is_aborted
 
