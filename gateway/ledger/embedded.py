@@ -5,16 +5,21 @@ Why it can be trusted across restarts: every mined transaction is journaled (see
 pinned: the genesis timestamp, each block's timestamp (recorded per entry), and the post-merge
 ``mix_hash`` (eth-tester draws it from ``os.urandom``; here it is derived from the parent hash).
 One transaction per block, mined as it is submitted, so a journal entry is exactly one block.
+A snapshot of the chain's database (``snapshot.py``) spares a restart the replay of all but
+the blocks mined since it was written.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from eth.db.atomic import AtomicDB
+from eth.db.backends.memory import MemoryDB
 from eth.vm.spoof import SpoofTransaction
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -27,6 +32,13 @@ from gateway.ledger.chain import Chain
 from gateway.ledger.errors import LedgerConfigError, LedgerError
 from gateway.ledger.journal import Journal, JournalEntry
 from gateway.ledger.retry import RetryPolicy
+from gateway.ledger.snapshot import read_snapshot, write_snapshot
+
+log = logging.getLogger("ztbridge.ledger")
+
+#: Blocks between snapshots (one is also written at a clean close). Writing one costs about
+#: as much as replaying a few dozen blocks; replaying a thousand costs ~17 s.
+SNAPSHOT_EVERY = 1000
 
 #: Pinned genesis time (2024-01-01T00:00:00Z): part of the genesis hash, so it must not move.
 GENESIS_TIMESTAMP = 1_704_067_200
@@ -90,6 +102,7 @@ class EmbeddedChain(Chain):
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         read_only: bool = False,
+        snapshot_every: int = SNAPSHOT_EVERY,
     ) -> None:
         params = PyEVMBackend.generate_genesis_params(overrides={"timestamp": GENESIS_TIMESTAMP})
         self._backend = _DeterministicBackend(genesis_parameters=params)
@@ -104,13 +117,80 @@ class EmbeddedChain(Chain):
             sleep=sleep,
         )
         self._lock = threading.RLock()
+        self._snapshot_lock = threading.Lock()
         self._journal = Journal(journal_path) if journal_path is not None else None
-        self.replayed = 0
+        self._snapshot_path = (
+            journal_path.with_suffix(".snapshot") if journal_path is not None else None
+        )
+        self._snapshot_every = snapshot_every
+        self.replayed = 0  # journal entries re-executed at open
+        self.restored = 0  # blocks taken from the snapshot instead
         self.read_only = read_only
         if self._journal is not None:
-            for entry in self._journal.read(truncate=not read_only):
+            entries = list(self._journal.read(truncate=not read_only))
+            self.restored = self._restore(entries)
+            for entry in entries[self.restored :]:
                 self._apply(entry.timestamp, entry.raw_tx, expect=entry.block_hash)
                 self.replayed += 1
+        self._snapshot_height = self.restored
+
+    def _restore(self, entries: list[JournalEntry]) -> int:
+        """Load the snapshot if it agrees with the journal; how many blocks it covers.
+
+        Any disagreement (damaged file, a head the journal does not record at that height, a
+        database whose head is not that block) leaves the fresh genesis chain in place: the
+        caller then replays the whole journal, which is slow but always right.
+        """
+        if self._snapshot_path is None:
+            return 0
+        try:
+            snap = read_snapshot(self._snapshot_path)
+        except LedgerConfigError as e:
+            log.warning("chain snapshot unusable, replaying the whole journal: %s", e)
+            return 0
+        if snap is None or snap.height == 0:
+            return 0
+        if snap.height > len(entries) or entries[snap.height - 1].block_hash != snap.head_hash:
+            log.warning(
+                "chain snapshot at block %d does not match the journal (%d blocks):"
+                " replaying the whole journal",
+                snap.height,
+                len(entries),
+            )
+            return 0
+        chain = type(self._backend.chain)(AtomicDB(MemoryDB(snap.kv)))
+        head = chain.get_canonical_head()
+        if head.block_number != snap.height or bytes(head.hash) != snap.head_hash:
+            log.warning(
+                "chain snapshot's database does not end at block %d: replaying the whole journal",
+                snap.height,
+            )
+            return 0
+        chain.gas_estimator = _one_pass_gas_estimate
+        self._backend.chain = chain
+        return int(snap.height)
+
+    def _take_snapshot(self) -> None:
+        """Write a snapshot of the chain as it is now (the caller holds no lock; the copy of
+        the database is taken under the submit lock, the writing happens outside it)."""
+        if self._snapshot_path is None or self.read_only:
+            return
+        with self._snapshot_lock:  # one writer of the temporary file at a time
+            with self._lock:
+                head = self._backend.chain.get_canonical_head()
+                height = int(head.block_number)
+                if height <= self._snapshot_height:
+                    return
+                kv = dict(_memory_db(self._backend.chain).kv_store)  # one C-level copy
+            self._snapshot_height = height  # a failed write is retried SNAPSHOT_EVERY later
+            started = time.monotonic()
+            size = write_snapshot(self._snapshot_path, height, bytes(head.hash), kv)
+        log.info(
+            "chain snapshot at block %d written (%.1f MB, %.1f s)",
+            height,
+            size / 1e6,
+            time.monotonic() - started,
+        )
 
     @property
     def genesis_accounts(self) -> list[LocalAccount]:
@@ -137,7 +217,13 @@ class EmbeddedChain(Chain):
             tx_hash, block_hash = self._apply(timestamp, raw, expect=None)
             if self._journal is not None:
                 self._journal.append(JournalEntry(timestamp, block_hash, raw))
-            return tx_hash
+            due = self._backend.chain.get_canonical_head().block_number
+        if self._journal is not None and due - self._snapshot_height >= self._snapshot_every:
+            try:
+                self._take_snapshot()
+            except (OSError, LedgerError) as e:  # the journal has the block: only a shortcut
+                log.warning("could not write the chain snapshot: %s", e)
+        return tx_hash
 
     def _apply(self, timestamp: int, raw: bytes, *, expect: bytes | None) -> tuple[bytes, bytes]:
         self._backend.set_pending_timestamp(timestamp)
@@ -155,6 +241,19 @@ class EmbeddedChain(Chain):
         return bytes.fromhex(str(tx_hash).removeprefix("0x")), block_hash
 
     def close(self) -> None:
-        """Close the journal."""
+        """Snapshot what was mined since the last snapshot, then close the journal."""
         if self._journal is not None:
+            try:
+                self._take_snapshot()
+            except (OSError, LedgerError) as e:
+                log.warning("could not write the chain snapshot: %s", e)
             self._journal.close()
+
+
+def _memory_db(chain: Any) -> MemoryDB:
+    """The in-memory key-value store under the chain's AtomicDB."""
+    db = chain.chaindb.db
+    wrapped = getattr(db, "wrapped_db", None)
+    if not isinstance(wrapped, MemoryDB):
+        raise LedgerError(f"unexpected chain database {type(db).__name__}: cannot snapshot it")
+    return wrapped

@@ -19,6 +19,7 @@ from gateway.ledger import (
     Role,
     open_chain,
 )
+from gateway.ledger.snapshot import read_snapshot
 
 CID = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
 ETH = 10**18
@@ -135,7 +136,10 @@ def test_reverts_are_decoded(chain: EmbeddedChain, cast: Cast) -> None:
     assert ledger.record_count(cast.patient.address) == 2
 
 
-def test_restart_replays_the_journal(tmp_path: Path, cast: Cast) -> None:
+@pytest.mark.parametrize("snapshot", [False, True], ids=["journal-only", "snapshot"])
+def test_restart_replays_the_journal(tmp_path: Path, cast: Cast, snapshot: bool) -> None:
+    """The same chain after a restart: from the journal alone, or from the snapshot the
+    clean close wrote (nothing left to replay)."""
     journal = tmp_path / "ledger" / "chain.journal"
     first = open_chain("embedded", journal=journal, clock=FakeClock(), sleep=lambda _s: None)
     assert isinstance(first, EmbeddedChain)
@@ -147,9 +151,12 @@ def test_restart_replays_the_journal(tmp_path: Path, cast: Cast) -> None:
     events = ledger.events_since(0)
     first.close()
 
+    assert journal.with_suffix(".snapshot").exists()
+    if not snapshot:
+        journal.with_suffix(".snapshot").unlink()
     # A different clock after the restart must not matter: replay uses the recorded times.
     second = EmbeddedChain(journal, clock=lambda: 1.0, sleep=lambda _s: None)
-    assert second.replayed == height
+    assert (second.restored, second.replayed) == ((height, 0) if snapshot else (0, height))
     again = Ledger(second, ledger.address)
     assert second.block_height() == height
     assert [bytes(second.w3.eth.get_block(n)["hash"]) for n in range(height + 1)] == hashes
@@ -168,6 +175,75 @@ def test_restart_replays_the_journal(tmp_path: Path, cast: Cast) -> None:
     third.close()
 
 
+def test_snapshots_follow_the_chain_and_a_crash_replays_only_the_tail(
+    tmp_path: Path, cast: Cast
+) -> None:
+    journal = tmp_path / "chain.journal"
+    chain = EmbeddedChain(journal, clock=FakeClock(), sleep=lambda _s: None, snapshot_every=4)
+    ledger = setup_world(chain, cast)  # 9 blocks: snapshots after blocks 4 and 8
+    assert read_snapshot(journal.with_suffix(".snapshot")).height == 8  # type: ignore[union-attr]
+    ledger.anchor_study(cast.sender, cast.patient.address, h("r2"), h("root2"), CID, b"c")
+    height = chain.block_height()
+    records = ledger.records_of(cast.patient.address)
+    # No close: what kill -9 leaves. The journal has every block, the snapshot the first 8.
+    reopened = EmbeddedChain(journal, clock=FakeClock(), sleep=lambda _s: None)
+    assert (reopened.restored, reopened.replayed) == (8, height - 8)
+    again = Ledger(reopened, ledger.address)
+    assert again.records_of(cast.patient.address) == records
+    assert reopened.block_hash(height) == chain.block_hash(height)
+    again.anchor_study(cast.sender, cast.patient.address, h("r3"), h("root3"), CID, b"c")
+    reopened.close()  # (the first instance is never closed: it "crashed")
+    third = EmbeddedChain(journal, sleep=lambda _s: None)
+    assert (third.restored, third.replayed) == (height + 1, 0)
+    assert len(Ledger(third, ledger.address).records_of(cast.patient.address)) == 3
+    third.close()
+
+
+def _other_snapshot(tmp_path: Path, cast: Cast) -> bytes:
+    """A valid snapshot of a different chain (one funding block)."""
+    other = tmp_path / "other" / "chain.journal"
+    chain = EmbeddedChain(other, clock=FakeClock(), sleep=lambda _s: None)
+    chain.fund(cast.doctor.address, ETH)
+    chain.close()
+    return other.with_suffix(".snapshot").read_bytes()
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "cut short", "another chain's", "ahead"])
+def test_a_snapshot_that_disagrees_with_the_journal_is_ignored(
+    tmp_path: Path, cast: Cast, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal = tmp_path / "chain.journal"
+    chain = EmbeddedChain(journal, clock=FakeClock(), sleep=lambda _s: None)
+    ledger = setup_world(chain, cast)
+    height = chain.block_height()
+    records = ledger.records_of(cast.patient.address)
+    chain.close()
+    path = journal.with_suffix(".snapshot")
+    data = bytearray(path.read_bytes())
+    if damage == "flipped byte":
+        data[len(data) // 2] ^= 0x01
+    elif damage == "cut short":
+        del data[-100:]
+    elif damage == "another chain's":
+        data = bytearray(_other_snapshot(tmp_path, cast))
+    else:  # a snapshot of a longer chain than this journal holds
+        longer = tmp_path / "longer" / "chain.journal"
+        longer.parent.mkdir()
+        longer.write_bytes(journal.read_bytes())
+        grown = EmbeddedChain(longer, clock=FakeClock(), sleep=lambda _s: None)
+        grown.fund(cast.doctor.address, ETH)
+        grown.close()
+        data = bytearray(longer.with_suffix(".snapshot").read_bytes())
+    path.write_bytes(bytes(data))
+    with caplog.at_level("WARNING", logger="ztbridge.ledger"):
+        reopened = EmbeddedChain(journal, sleep=lambda _s: None)
+    assert (reopened.restored, reopened.replayed) == (0, height)
+    assert "replaying the whole journal" in caplog.text
+    assert Ledger(reopened, ledger.address).records_of(cast.patient.address) == records
+    reopened.close()  # and a good snapshot replaces the bad one
+    assert EmbeddedChain(journal, sleep=lambda _s: None).restored == height
+
+
 def test_torn_tail_is_cut_and_corruption_refused(tmp_path: Path, cast: Cast) -> None:
     journal = tmp_path / "chain.journal"
     chain = EmbeddedChain(journal, clock=FakeClock(), sleep=lambda _s: None)
@@ -177,6 +253,7 @@ def test_torn_tail_is_cut_and_corruption_refused(tmp_path: Path, cast: Cast) -> 
     size = journal.stat().st_size
     with journal.open("ab") as fh:
         fh.write(b"\x00\x00\x01\x00partial")
+    journal.with_suffix(".snapshot").unlink()  # the journal alone
     reopened = EmbeddedChain(journal, sleep=lambda _s: None)
     assert reopened.replayed == 2 and journal.stat().st_size == size
     reopened.close()
