@@ -36,8 +36,8 @@ from gateway.ledger.snapshot import read_snapshot, write_snapshot
 
 log = logging.getLogger("ztbridge.ledger")
 
-#: Blocks between snapshots (one is also written at a clean close). Writing one costs about
-#: as much as replaying a few dozen blocks; replaying a thousand costs ~17 s.
+#: Blocks between snapshots (one is also written at a clean close). Writing the snapshot of
+#: a 1000-block chain (21 MB) took 0.1 s here; replaying those 1000 blocks takes ~17 s.
 SNAPSHOT_EVERY = 1000
 
 #: Pinned genesis time (2024-01-01T00:00:00Z): part of the genesis hash, so it must not move.
