@@ -32,7 +32,7 @@ from gateway.ledger.chain import Chain
 from gateway.ledger.errors import LedgerConfigError, LedgerError
 from gateway.ledger.journal import Journal, JournalEntry
 from gateway.ledger.retry import RetryPolicy
-from gateway.ledger.snapshot import read_snapshot, write_snapshot
+from gateway.ledger.snapshot import Snapshot, read_snapshot, write_snapshot
 
 log = logging.getLogger("ztbridge.ledger")
 
@@ -127,28 +127,36 @@ class EmbeddedChain(Chain):
         self.restored = 0  # blocks taken from the snapshot instead
         self.read_only = read_only
         if self._journal is not None:
+            # The snapshot first, then the journal: a snapshot is written only after its
+            # blocks are in the journal, and the journal only grows, so the journal read
+            # second covers it even while ``up`` goes on mining (chain info, verify).
+            snap = self._read_snapshot()
             entries = list(self._journal.read(truncate=not read_only))
-            self.restored = self._restore(entries)
+            self.restored = self._restore(snap, entries) if snap is not None else 0
             for entry in entries[self.restored :]:
                 self._apply(entry.timestamp, entry.raw_tx, expect=entry.block_hash)
                 self.replayed += 1
         self._snapshot_height = self.restored
 
-    def _restore(self, entries: list[JournalEntry]) -> int:
-        """Load the snapshot if it agrees with the journal; how many blocks it covers.
-
-        Any disagreement (damaged file, a head the journal does not record at that height, a
-        database whose head is not that block) leaves the fresh genesis chain in place: the
-        caller then replays the whole journal, which is slow but always right.
-        """
+    def _read_snapshot(self) -> Snapshot | None:
+        """The snapshot beside the journal, None if there is none or it is damaged."""
         if self._snapshot_path is None:
-            return 0
+            return None
         try:
-            snap = read_snapshot(self._snapshot_path)
+            return read_snapshot(self._snapshot_path)
         except LedgerConfigError as e:
             log.warning("chain snapshot unusable, replaying the whole journal: %s", e)
-            return 0
-        if snap is None or snap.height == 0:
+            return None
+
+    def _restore(self, snap: Snapshot, entries: list[JournalEntry]) -> int:
+        """Load the snapshot if it agrees with the journal; how many blocks it covers.
+
+        Any disagreement (a head the journal does not record at that height, another genesis
+        than this code builds, a database that does not end at that head or cannot be read)
+        leaves the fresh genesis chain in place: the caller then replays the whole journal,
+        which is slow but always right.
+        """
+        if snap.height == 0:
             return 0
         if snap.height > len(entries) or entries[snap.height - 1].block_hash != snap.head_hash:
             log.warning(
@@ -158,11 +166,22 @@ class EmbeddedChain(Chain):
                 len(entries),
             )
             return 0
-        chain = type(self._backend.chain)(AtomicDB(MemoryDB(snap.kv)))
-        head = chain.get_canonical_head()
-        if head.block_number != snap.height or bytes(head.hash) != snap.head_hash:
+        genesis = self._backend.chain.get_canonical_block_header_by_number(0).hash
+        try:
+            chain = type(self._backend.chain)(AtomicDB(MemoryDB(snap.kv)))
+            head = chain.get_canonical_head()
+            agrees = (
+                head.block_number == snap.height
+                and bytes(head.hash) == snap.head_hash
+                and chain.get_canonical_block_header_by_number(0).hash == genesis
+            )
+        except Exception as e:  # a database py-evm cannot read (another version, damage)
+            log.warning("chain snapshot cannot be loaded, replaying the whole journal: %r", e)
+            return 0
+        if not agrees:
             log.warning(
-                "chain snapshot's database does not end at block %d: replaying the whole journal",
+                "chain snapshot's database does not run from this genesis to block %d:"
+                " replaying the whole journal",
                 snap.height,
             )
             return 0
@@ -221,8 +240,8 @@ class EmbeddedChain(Chain):
         if self._journal is not None and due - self._snapshot_height >= self._snapshot_every:
             try:
                 self._take_snapshot()
-            except (OSError, LedgerError) as e:  # the journal has the block: only a shortcut
-                log.warning("could not write the chain snapshot: %s", e)
+            except Exception as e:  # the block is mined and journaled: a snapshot is a shortcut
+                log.warning("could not write the chain snapshot: %r", e)
         return tx_hash
 
     def _apply(self, timestamp: int, raw: bytes, *, expect: bytes | None) -> tuple[bytes, bytes]:
@@ -245,9 +264,10 @@ class EmbeddedChain(Chain):
         if self._journal is not None:
             try:
                 self._take_snapshot()
-            except (OSError, LedgerError) as e:
-                log.warning("could not write the chain snapshot: %s", e)
-            self._journal.close()
+            except Exception as e:  # the journal has every block: a snapshot is a shortcut
+                log.warning("could not write the chain snapshot: %r", e)
+            finally:
+                self._journal.close()
 
 
 def _memory_db(chain: Any) -> MemoryDB:

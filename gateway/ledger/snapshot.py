@@ -80,25 +80,26 @@ def read_snapshot(path: Path) -> Snapshot | None:
         return None
     except OSError as e:
         raise LedgerConfigError(f"cannot read the chain snapshot {path}: {e}") from e
-    body, digest = data[:-_DIGEST], data[-_DIGEST:]
-    if not body.startswith(MAGIC) or len(body) < len(MAGIC) + _HEAD.size:
+    end = len(data) - _DIGEST  # no slice of the body: it is most of the file
+    if not data.startswith(MAGIC) or end < len(MAGIC) + _HEAD.size:
         raise LedgerConfigError(f"{path} is not a ztbridge chain snapshot")
-    if hashlib.sha256(body).digest() != digest:
+    view = memoryview(data)
+    if hashlib.sha256(view[:end]).digest() != data[end:]:
         raise LedgerConfigError(f"{path}: checksum mismatch (damaged or cut short)")
-    height, head_hash, pairs = _HEAD.unpack_from(body, len(MAGIC))
-    view = memoryview(body)
+    height, head_hash, pairs = _HEAD.unpack_from(data, len(MAGIC))
     offset = len(MAGIC) + _HEAD.size
     kv: dict[bytes, bytes] = {}
+    body = view[:end]  # a pair running into the checksum is malformed, not read from it
     try:
         for _ in range(pairs):
             (n,) = _LEN.unpack_from(body, offset)
-            key = bytes(view[offset + 4 : offset + 4 + n])
+            key = bytes(body[offset + 4 : offset + 4 + n])
             offset += 4 + n
             (n,) = _LEN.unpack_from(body, offset)
-            kv[key] = bytes(view[offset + 4 : offset + 4 + n])
+            kv[key] = bytes(body[offset + 4 : offset + 4 + n])
             offset += 4 + n
     except struct.error as e:
         raise LedgerConfigError(f"{path}: malformed pair at byte {offset}") from e
-    if offset != len(body):
-        raise LedgerConfigError(f"{path}: {len(body) - offset} bytes after the last pair")
+    if offset != end:
+        raise LedgerConfigError(f"{path}: {end - offset} bytes after the last pair")
     return Snapshot(height, head_hash, kv)

@@ -17,9 +17,10 @@ from gateway.ledger import (
     LedgerConfigError,
     LedgerRevertError,
     Role,
+    embedded,
     open_chain,
 )
-from gateway.ledger.snapshot import read_snapshot
+from gateway.ledger.snapshot import read_snapshot, write_snapshot
 
 CID = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
 ETH = 10**18
@@ -196,7 +197,15 @@ def test_snapshots_follow_the_chain_and_a_crash_replays_only_the_tail(
     third = EmbeddedChain(journal, sleep=lambda _s: None)
     assert (third.restored, third.replayed) == (height + 1, 0)
     assert len(Ledger(third, ledger.address).records_of(cast.patient.address)) == 3
+    hashes = [third.block_hash(n) for n in range(height + 2)]
     third.close()
+    # The blocks mined on a chain loaded from a snapshot replay from the journal alone, to
+    # the same hashes (a divergence would raise LedgerConfigError here).
+    journal.with_suffix(".snapshot").unlink()
+    fourth = EmbeddedChain(journal, sleep=lambda _s: None)
+    assert (fourth.restored, fourth.replayed) == (0, height + 1)
+    assert [fourth.block_hash(n) for n in range(height + 2)] == hashes
+    fourth.close()
 
 
 def _other_snapshot(tmp_path: Path, cast: Cast) -> bytes:
@@ -208,7 +217,9 @@ def _other_snapshot(tmp_path: Path, cast: Cast) -> bytes:
     return other.with_suffix(".snapshot").read_bytes()
 
 
-@pytest.mark.parametrize("damage", ["flipped byte", "cut short", "another chain's", "ahead"])
+@pytest.mark.parametrize(
+    "damage", ["flipped byte", "cut short", "another chain's", "ahead", "unreadable database"]
+)
 def test_a_snapshot_that_disagrees_with_the_journal_is_ignored(
     tmp_path: Path, cast: Cast, damage: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -226,6 +237,11 @@ def test_a_snapshot_that_disagrees_with_the_journal_is_ignored(
         del data[-100:]
     elif damage == "another chain's":
         data = bytearray(_other_snapshot(tmp_path, cast))
+    elif damage == "unreadable database":  # checksum and head right, database empty
+        snap = read_snapshot(path)
+        assert snap is not None
+        write_snapshot(path, snap.height, snap.head_hash, {})
+        data = bytearray(path.read_bytes())
     else:  # a snapshot of a longer chain than this journal holds
         longer = tmp_path / "longer" / "chain.journal"
         longer.parent.mkdir()
@@ -242,6 +258,20 @@ def test_a_snapshot_that_disagrees_with_the_journal_is_ignored(
     assert Ledger(reopened, ledger.address).records_of(cast.patient.address) == records
     reopened.close()  # and a good snapshot replaces the bad one
     assert EmbeddedChain(journal, sleep=lambda _s: None).restored == height
+
+
+def test_a_snapshot_from_another_genesis_is_not_taken_for_this_chain(
+    tmp_path: Path, cast: Cast, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If this code's genesis changed (a dependency upgrade), a full replay diverges and says
+    so; the snapshot, which carries its own genesis, must not hide that."""
+    journal = tmp_path / "chain.journal"
+    chain = EmbeddedChain(journal, clock=FakeClock(), sleep=lambda _s: None)
+    chain.fund(cast.admin.address, ETH)
+    chain.close()
+    monkeypatch.setattr(embedded, "GENESIS_TIMESTAMP", embedded.GENESIS_TIMESTAMP + 1)
+    with pytest.raises(LedgerConfigError, match="diverged"):
+        EmbeddedChain(journal, sleep=lambda _s: None)
 
 
 def test_torn_tail_is_cut_and_corruption_refused(tmp_path: Path, cast: Cast) -> None:
