@@ -243,7 +243,9 @@ def chain_drain() -> None:
 
 
 @contextmanager
-def _ledgers(gw: Gateway, anchoring: Anchoring) -> Iterator[tuple[Session | None, Any]]:
+def _ledgers(
+    gw: Gateway, anchoring: Anchoring, *, full_replay: bool = False
+) -> Iterator[tuple[Session | None, Any]]:
     """The active registry (or None if unreachable) and a deployment-id -> Ledger lookup."""
     from gateway.anchoring.session import open_deployment
     from gateway.ledger.deployment import list_deployments
@@ -252,7 +254,7 @@ def _ledgers(gw: Gateway, anchoring: Anchoring) -> Iterator[tuple[Session | None
     active: Session | None = None
     error: str | None = None
     try:
-        active = anchoring.connect(read_only=True)
+        active = anchoring.connect(read_only=True, full_replay=full_replay)
         sessions[active.deployment.id] = active
     except LedgerError as e:
         error = str(e)
@@ -264,7 +266,9 @@ def _ledgers(gw: Gateway, anchoring: Anchoring) -> Iterator[tuple[Session | None
                 raise LedgerError(f"unknown deployment {deployment_id}")
             if active is None and error is not None:
                 raise LedgerError(error)
-            sessions[deployment_id] = open_deployment(gw.settings, deployments[deployment_id])
+            sessions[deployment_id] = open_deployment(
+                gw.settings, deployments[deployment_id], full_replay=full_replay
+            )
         return sessions[deployment_id].ledger
 
     try:
@@ -282,6 +286,13 @@ def verify_cmd(
     all_studies: Annotated[
         bool, typer.Option("--all", help="every study, the chain's records and the audit log")
     ] = False,
+    full_replay: Annotated[
+        bool,
+        typer.Option(
+            "--full-replay",
+            help="rebuild the embedded chain from its journal alone, not its snapshot (slow)",
+        ),
+    ] = False,
 ) -> None:
     """Recompute every study from the store and check it against the chain; exit 1 on mismatch.
 
@@ -292,7 +303,8 @@ def verify_cmd(
     with gateway() as gw:
         anchoring = _anchoring(gw)
         pair = unlock_custodian(gw.keys_dir, _passphrase(gw))
-        with _ledgers(gw, anchoring) as (active, ledger_for), _progress() as bar:
+        ledgers = _ledgers(gw, anchoring, full_replay=full_replay)
+        with ledgers as (active, ledger_for), _progress() as bar:
             task = bar.add_task("verifying", total=None)
             verifier = Verifier(gw, pair, ledger_for, lambda: bar.advance(task))
             verifier.check_studies(study)

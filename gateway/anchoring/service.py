@@ -147,7 +147,11 @@ class Anchoring:
     # -- sending ----------------------------------------------------------------------------
 
     def connect(
-        self, *, read_only: bool = False, sleep: Callable[[float], None] = time.sleep
+        self,
+        *,
+        read_only: bool = False,
+        sleep: Callable[[float], None] = time.sleep,
+        full_replay: bool = False,
     ) -> Session:
         """The registry the settings name (see ``session.connect``)."""
         from gateway.anchoring.session import connect  # web3 and py-evm load only here
@@ -161,6 +165,7 @@ class Anchoring:
             self.custodian,
             read_only=read_only,
             sleep=sleep,
+            full_replay=full_replay,
         )
         if not read_only:  # audit rows queued for another chain will never be sent
             try:

@@ -77,17 +77,22 @@ def connect(
     read_only: bool = False,
     sleep: Callable[[float], None] = time.sleep,
     actor: str = "ztbridge",
+    full_replay: bool = False,
 ) -> Session:
     """Open the registry named by the settings; deploy it on a fresh embedded chain.
 
     ``read_only``: replay the embedded journal without touching it (another process may be
-    appending), and never deploy. Raises LedgerUnavailableError while a node is unreachable,
+    appending), and never deploy. ``full_replay``: rebuild the embedded chain from its journal
+    alone, ignoring the snapshot (an audit's choice: slow, trusts nothing but the journal).
+    Raises LedgerUnavailableError while a node is unreachable,
     LedgerConfigError when the chain is not the one recorded.
     """
     ls = settings.ledger
     chain: Chain
     if ls.backend == "embedded":
-        embedded = open_embedded(settings.home, read_only=read_only, sleep=sleep)
+        embedded = open_embedded(
+            settings.home, read_only=read_only, sleep=sleep, use_snapshot=not full_replay
+        )
         chain = embedded
         try:
             deployment = latest_deployment(db, "embedded")
@@ -126,11 +131,13 @@ def connect(
     return Session(chain, Ledger(chain, deployment.address), deployment)
 
 
-def open_deployment(settings: Settings, deployment: Deployment) -> Session:
+def open_deployment(
+    settings: Settings, deployment: Deployment, *, full_replay: bool = False
+) -> Session:
     """A read-only connection to a recorded deployment (verify: batches anchored elsewhere)."""
     chain: Chain
     if deployment.backend == "embedded":
-        chain = open_embedded(settings.home, read_only=True)
+        chain = open_embedded(settings.home, read_only=True, use_snapshot=not full_replay)
         where = "the embedded chain"
     else:
         if not deployment.rpc_url:

@@ -211,7 +211,8 @@ def ensure_users(ledger: Ledger, accounts: GatewayAccounts, custodian: Custodian
 
 
 def open_embedded(home: Path, *, read_only: bool = False, **options: Any) -> EmbeddedChain:
-    """The data folder's embedded chain (journal replayed)."""
+    """The data folder's embedded chain (snapshot loaded, journal replayed after it; pass
+    ``use_snapshot=False`` to rebuild from the journal alone)."""
     return EmbeddedChain(home / JOURNAL, read_only=read_only, **options)
 
 

@@ -103,6 +103,7 @@ class EmbeddedChain(Chain):
         sleep: Callable[[float], None] = time.sleep,
         read_only: bool = False,
         snapshot_every: int = SNAPSHOT_EVERY,
+        use_snapshot: bool = True,
     ) -> None:
         params = PyEVMBackend.generate_genesis_params(overrides={"timestamp": GENESIS_TIMESTAMP})
         self._backend = _DeterministicBackend(genesis_parameters=params)
@@ -130,7 +131,7 @@ class EmbeddedChain(Chain):
             # The snapshot first, then the journal: a snapshot is written only after its
             # blocks are in the journal, and the journal only grows, so the journal read
             # second covers it even while ``up`` goes on mining (chain info, verify).
-            snap = self._read_snapshot()
+            snap = self._read_snapshot() if use_snapshot else None
             entries = list(self._journal.read(truncate=not read_only))
             self.restored = self._restore(snap, entries) if snap is not None else 0
             for entry in entries[self.restored :]:

@@ -32,7 +32,10 @@ def test_study_is_anchored_and_survives_a_restart(tmp_path: Path, dcmtk: None) -
     assert "registry" in gw.log() and "anchored" in gw.log()
     height = chain_info(gw)["block_height"]
 
-    # After a restart the journal is replayed: same contract, same records, same blocks.
+    # The clean stop wrote a snapshot of the chain; the restart loads it.
+    snapshot = gw.home / "ledger" / "chain.snapshot"
+    assert snapshot.exists() and "chain snapshot at block" in gw.log()
+    # After a restart: same contract, same records, same blocks.
     second = make_ct_series(tmp_path / "second", 5, rows=64, columns=64)
     with running(gw):
         again = chain_info(gw)
@@ -45,5 +48,13 @@ def test_study_is_anchored_and_survives_a_restart(tmp_path: Path, dcmtk: None) -
         assert settled(info, 2) and info["records_on_chain"] == 2
     verified = gw.cli("verify", "--all")
     assert "2 batches, 17 instances" in verified.stdout
+    # An auditor who trusts only the journal: the same verdict without the snapshot, and a
+    # damaged snapshot costs a warning and a full replay, never a wrong answer.
+    replayed = gw.cli("verify", "--all", "--full-replay")
+    assert "2 batches, 17 instances" in replayed.stdout
+    snapshot.write_bytes(snapshot.read_bytes()[:-1000])
+    damaged = gw.cli("verify", "--all")
+    assert "2 batches, 17 instances" in damaged.stdout
+    assert "replaying the whole journal" in damaged.stderr
     status = gw.cli("status").stdout
     assert "2 batches anchored" in status and "pending anchors: 0 batches" in status
