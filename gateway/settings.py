@@ -105,7 +105,7 @@ class StoreSettings(_Section):
     backend: Literal["blockstore"] = "blockstore"
     pack_max_mb: int = Field(1024, ge=1, le=65536)
     runway_mb: int = Field(
-        64, ge=0, le=4096, description="zeroed space kept ahead of the write position"
+        0, ge=0, le=4096, description="zeroed space kept ahead of the write position; 0: off"
     )
 
 

@@ -33,13 +33,18 @@ def acknowledged(storescu_output: str) -> list[Path]:
     return done
 
 
-@pytest.mark.parametrize("index", ["sqlite", "postgresql"])
+@pytest.mark.parametrize(
+    ("index", "runway_mb"),
+    [("sqlite", "0"), ("postgresql", "0"), ("sqlite", "64")],
+    ids=["sqlite", "postgresql", "sqlite-zero-runway"],
+)
 def test_kill9_mid_push_loses_nothing_acknowledged(
-    tmp_path: Path, dcmtk: None, index: str, request: pytest.FixtureRequest
+    tmp_path: Path, dcmtk: None, index: str, runway_mb: str, request: pytest.FixtureRequest
 ) -> None:
-    """On the embedded SQLite index and on an external PostgreSQL server alike."""
+    """On the embedded SQLite index and on an external PostgreSQL server alike, and with the
+    pack store's optional zero runway (records written into pre-zeroed space)."""
     series = make_ct_series(tmp_path / "ct", 200)
-    env = {}
+    env = {"ZTBRIDGE_STORE__RUNWAY_MB": runway_mb}
     if index == "postgresql":
         env["ZTBRIDGE_INDEX__URL"] = request.getfixturevalue("postgres_url")
     gw: GatewayProcess = make_gateway(tmp_path, **env)
