@@ -35,6 +35,9 @@ journal commit). Records are written into that space. Consequences:
   simply append, as without a runway.
 * When the runway is used up (or extending fails, e.g. ENOSPC) a put appends past it: the
   old, slower path, which works until the disk is really full.
+* The gateway turns it off by default (``store.runway_mb = 0``): measured end to end on
+  ext4 on virtio, flat out, the zeroing cost more than the cheaper fsyncs saved (273 against
+  290-296 instances/s). The class default keeps it on, so its tests exercise it.
 
 Crash safety:
 

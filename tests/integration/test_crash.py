@@ -36,7 +36,7 @@ def acknowledged(storescu_output: str) -> list[Path]:
 @pytest.mark.parametrize(
     ("index", "runway_mb"),
     [("sqlite", "0"), ("postgresql", "0"), ("sqlite", "64")],
-    ids=["sqlite", "postgresql", "sqlite-zero-runway"],
+    ids=["sqlite", "postgresql", "sqlite-runway-64mb"],
 )
 def test_kill9_mid_push_loses_nothing_acknowledged(
     tmp_path: Path, dcmtk: None, index: str, runway_mb: str, request: pytest.FixtureRequest
