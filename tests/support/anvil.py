@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import platform
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import psutil
+
+from tests.support.gateway_proc import free_port
 
 ANVIL_DIR = Path(__file__).resolve().parents[1] / "ledger" / "anvil"
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
@@ -28,14 +29,6 @@ ANVIL_BIN = (
 )
 #: anvil's first well-known dev account (mnemonic "test test … junk"), pre-funded by anvil.
 ANVIL_FUNDER = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Anvil:

@@ -17,11 +17,21 @@ ZTBRIDGE = str(Path(sys.executable).with_name("ztbridge"))
 PASSPHRASE = "integration-test-passphrase"
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port nobody listens on right now, and never one this test run handed out
+    before: the kernel may offer a port again once its first taker has closed the probe
+    socket and not yet bound it (a gateway gets three ports, then runs CLI commands for
+    seconds before ``up`` binds them)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 @dataclass
