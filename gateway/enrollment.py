@@ -18,6 +18,7 @@ from typing import Literal
 from gateway import crypto, pki
 from gateway.credentials import CredentialStore
 from gateway.devices import Device
+from gateway.durable import fsync_folder_best_effort
 from gateway.errors import InvalidInputError
 from gateway.identity import JwtRequirement, PasscodeRequirement, Requirement
 from gateway.service import Gateway
@@ -176,7 +177,7 @@ def _place(path: Path, data: bytes) -> None:
         raise InvalidInputError(f"cannot write {path}: {e.strerror}") from e
     finally:
         tmp.unlink(missing_ok=True)
-    pki.fsync_folder(path.parent)
+    fsync_folder_best_effort(path.parent)
 
 
 def write_cert_files(cert_out: Path, issued: pki.Issued) -> tuple[Path, Path]:

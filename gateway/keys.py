@@ -17,6 +17,7 @@ from pathlib import Path
 
 from gateway import crypto
 from gateway.clock import Clock
+from gateway.durable import fsync_folder
 from gateway.errors import ConfigError, InvalidEnvelopeError
 
 CUSTODIAN_FILE = "custodian.json"
@@ -56,11 +57,7 @@ def _create_private_file(path: Path, text: str) -> bool:
         return False
     finally:
         os.unlink(tmp)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_folder(path.parent)
     return True
 
 

@@ -124,20 +124,6 @@ def write_new_file(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def fsync_folder(folder: Path) -> None:
-    """Make a new name in ``folder`` durable (best effort: not every filesystem allows it)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def default_server_names() -> list[str]:
     """Names a modality may use for this host: its host names, localhost and loopback."""
     names = [socket.gethostname(), socket.getfqdn(), "localhost", "127.0.0.1", "::1"]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from gateway.durable import fsync_folder
 from gateway.ledger.errors import LedgerConfigError
 
 MAGIC = b"ZTBRIDGE-LEDGER-JOURNAL v1\n"
@@ -89,11 +90,7 @@ class Journal:
                 self._fh.write(MAGIC)
                 self._fh.flush()
                 os.fsync(self._fh.fileno())
-                dir_fd = os.open(self.path.parent, os.O_RDONLY)
-                try:
-                    os.fsync(dir_fd)
-                finally:
-                    os.close(dir_fd)
+                fsync_folder(self.path.parent)
         return self._fh
 
     def close(self) -> None:

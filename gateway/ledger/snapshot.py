@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.durable import fsync_folder
 from gateway.ledger.errors import LedgerConfigError
 
 MAGIC = b"ZTBRIDGE-LEDGER-SNAPSHOT v1\n"
@@ -64,11 +65,7 @@ def write_snapshot(path: Path, height: int, head_hash: bytes, kv: Mapping[bytes,
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_folder(path.parent)
     return size + _DIGEST
 
 

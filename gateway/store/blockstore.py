@@ -88,6 +88,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
+from gateway.durable import fsync_folder
 from gateway.errors import IntegrityError, InvalidInputError, NotFoundError, StorageError
 from gateway.store.base import StoreProblem
 from gateway.store.car import read_car, write_car
@@ -158,15 +159,6 @@ class _Loc:
 def _header(cid: bytes, length: int) -> bytes:
     crc = zlib.crc32(cid, zlib.crc32(struct.pack("<BI", len(cid), length)))
     return _HDR.pack(_MAGIC, len(cid), length, crc) + cid
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a create/rename/unlink in ``path`` durable (POSIX needs the directory fsync'd)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _pwrite_all(fd: int, buffers: Sequence[BlockData], offset: int) -> None:
@@ -354,8 +346,8 @@ class PackBlockStore:
             created = not self._packs_dir.exists()
             self._packs_dir.mkdir(parents=True, exist_ok=True)
             if created:
-                _fsync_dir(self._root)
-                _fsync_dir(self._root.parent)
+                fsync_folder(self._root)
+                fsync_folder(self._root.parent)
             self._lock_fd = os.open(self._root / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
             try:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -430,7 +422,7 @@ class PackBlockStore:
         except FileNotFoundError:
             return None
         path.unlink()
-        _fsync_dir(self._packs_dir)
+        fsync_folder(self._packs_dir)
         if len(raw) != _CLEAN.size:
             return None
         magic, pack_id, size, crc = _CLEAN.unpack(raw)
@@ -597,7 +589,7 @@ class PackBlockStore:
             os.fsync(out)
         finally:
             os.close(out)
-        _fsync_dir(self._quarantine_dir)
+        fsync_folder(self._quarantine_dir)
         os.ftruncate(fd, start)
         os.fsync(fd)
         self._open_problems.append(
@@ -700,13 +692,13 @@ class PackBlockStore:
         finally:
             os.close(fd)
         os.replace(tmp, self._idx_path(pack_id))
-        _fsync_dir(self._packs_dir)
+        fsync_folder(self._packs_dir)
 
     def _new_pack(self, pack_id: int) -> None:
         path = self._pack_path(pack_id)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         self._fds[pack_id] = fd
-        _fsync_dir(self._packs_dir)
+        fsync_folder(self._packs_dir)
         self._active = pack_id
         self._sizes[pack_id] = self._synced[pack_id] = 0
         self._alloc_end = 0
@@ -761,7 +753,7 @@ class PackBlockStore:
                     with open(tmp, "rb") as f:
                         os.fsync(f.fileno())
                     os.replace(tmp, self._packs_dir / "CLEAN")
-                    _fsync_dir(self._packs_dir)
+                    fsync_folder(self._packs_dir)
             except OSError as e:
                 raise StorageError(f"closing content store {self._root}: {e}") from e
             finally:
