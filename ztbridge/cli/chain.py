@@ -1,14 +1,9 @@
-"""``ztbridge chain deploy|info|drain`` and ``ztbridge verify``: the ledger from the command line.
-
-Registered on the main app when imported (the composition root, ``ztbridge/cli.py``, does).
-"""
+"""``ztbridge chain deploy|info|drain``: the ledger from the command line."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -17,30 +12,25 @@ from rich.table import Table
 from gateway.anchoring.drain import drain
 from gateway.anchoring.outbox import OutboxCounts, outbox_counts
 from gateway.anchoring.service import Anchoring
-from gateway.cli import _passphrase, _progress, actor, app, fail, gateway, out
 from gateway.errors import ZtbridgeError
-from gateway.keys import unlock_custodian
 from gateway.ledger.errors import LedgerError
 from gateway.service import Gateway
-from gateway.verify import Verifier
+from ztbridge.cli.console import actor, fail, out
+from ztbridge.cli.context import gateway
 
-if TYPE_CHECKING:
-    from gateway.anchoring.session import Session
-    from gateway.ledger.ledger import Ledger
-
-chain_app = typer.Typer(help="The ledger: the registry contract and the anchoring outbox.")
-app.add_typer(chain_app, name="chain")
+app = typer.Typer(help="The ledger: the registry contract and the anchoring outbox.")
 
 ETH = 10**18
 
 
-def _anchoring(gw: Gateway) -> Anchoring:
+def anchoring_of(gw: Gateway) -> Anchoring:
+    """The gateway's anchoring, or a clean exit when the ledger is turned off."""
     if gw.anchoring is None:
         raise fail("the ledger is turned off ([ledger] enabled = false, ZTBRIDGE_LEDGER__ENABLED)")
     return gw.anchoring
 
 
-@chain_app.command("deploy")
+@app.command("deploy")
 def chain_deploy(
     rpc: Annotated[
         str | None,
@@ -61,7 +51,7 @@ def chain_deploy(
 ) -> None:
     """Deploy the registry contract (idempotent) and record where it lives."""
     with gateway(create=True) as gw:
-        anchoring = _anchoring(gw)
+        anchoring = anchoring_of(gw)
         if not anchoring.lock.acquire():
             raise fail(
                 f"another ztbridge process (pid {anchoring.lock.holder() or '?'}) holds the"
@@ -176,13 +166,13 @@ def _info(gw: Gateway, anchoring: Anchoring, counts: OutboxCounts) -> dict[str, 
     return info
 
 
-@chain_app.command("info")
+@app.command("info")
 def chain_info(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Backend, registry address, block height, gateway account and balance, pending anchors."""
     with gateway() as gw:
-        anchoring = _anchoring(gw)
+        anchoring = anchoring_of(gw)
         info = _info(gw, anchoring, outbox_counts(gw.db))
     if as_json:
         out.print_json(json.dumps(info))
@@ -223,7 +213,7 @@ def _eth(wei: int | None) -> str:
     return "" if wei is None else f"  balance {wei / ETH:.6f} ETH"
 
 
-@chain_app.command("drain")
+@app.command("drain")
 def chain_drain() -> None:
     """Seal every study not yet in a batch and anchor everything pending, now.
 
@@ -231,7 +221,7 @@ def chain_drain() -> None:
     left pending (the chain was unreachable).
     """
     with gateway("write") as gw:
-        result = drain(_anchoring(gw))
+        result = drain(anchoring_of(gw))
         counts = outbox_counts(gw.db)
     out.print(
         f"{result.sealed} batches sealed; {result.batches} batches and {result.audit_ranges}"
@@ -240,89 +230,3 @@ def chain_drain() -> None:
     )
     if result.error:
         raise fail(f"anchoring stopped: {result.error}")
-
-
-@contextmanager
-def _ledgers(
-    gw: Gateway, anchoring: Anchoring, *, full_replay: bool = False
-) -> Iterator[tuple[Session | None, Any]]:
-    """The active registry (or None if unreachable) and a deployment-id -> Ledger lookup."""
-    from gateway.anchoring.session import open_deployment
-    from gateway.ledger.deployment import list_deployments
-
-    sessions: dict[int, Session] = {}
-    active: Session | None = None
-    error: str | None = None
-    try:
-        active = anchoring.connect(read_only=True, full_replay=full_replay)
-        sessions[active.deployment.id] = active
-    except LedgerError as e:
-        error = str(e)
-    deployments = {d.id: d for d in list_deployments(gw.db)}
-
-    def ledger_for(deployment_id: int) -> Ledger:
-        if deployment_id not in sessions:
-            if deployment_id not in deployments:
-                raise LedgerError(f"unknown deployment {deployment_id}")
-            if active is None and error is not None:
-                raise LedgerError(error)
-            sessions[deployment_id] = open_deployment(
-                gw.settings, deployments[deployment_id], full_replay=full_replay
-            )
-        return sessions[deployment_id].ledger
-
-    try:
-        yield active, ledger_for
-    finally:
-        for session in sessions.values():
-            session.close()
-
-
-@app.command("verify")
-def verify_cmd(
-    study: Annotated[
-        str | None, typer.Option("--study", help="Study Instance UID to verify")
-    ] = None,
-    all_studies: Annotated[
-        bool, typer.Option("--all", help="every study, the chain's records and the audit log")
-    ] = False,
-    full_replay: Annotated[
-        bool,
-        typer.Option(
-            "--full-replay",
-            help="rebuild the embedded chain from its journal alone, not its snapshot (slow)",
-        ),
-    ] = False,
-) -> None:
-    """Recompute every study from the store and check it against the chain; exit 1 on mismatch.
-
-    Needs the custodian passphrase (ZTBRIDGE_CUSTODIAN_PASSPHRASE) to decrypt.
-    """
-    if (study is None) == (not all_studies):
-        raise fail("give either --study UID or --all")
-    with gateway() as gw:
-        anchoring = _anchoring(gw)
-        pair = unlock_custodian(gw.keys_dir, _passphrase(gw))
-        ledgers = _ledgers(gw, anchoring, full_replay=full_replay)
-        with ledgers as (active, ledger_for), _progress() as bar:
-            task = bar.add_task("verifying", total=None)
-            verifier = Verifier(gw, pair, ledger_for, lambda: bar.advance(task))
-            verifier.check_studies(study)
-            if all_studies:
-                if active is None:
-                    verifier.problem("the chain is unreachable: records and audit not checked")
-                else:
-                    verifier.check_chain_records(active)
-                    verifier.check_audit(active)
-        report = verifier.report
-    for problem in report.problems:
-        out.print(f"[red]MISMATCH[/] {escape(str(problem))}", highlight=False, soft_wrap=True)
-    for note in report.notes:
-        out.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
-    summary = (
-        f"{report.batches} batches, {report.instances} instances,"
-        f" {report.audit_ranges} audit ranges checked"
-    )
-    if report.problems:
-        raise fail(f"{len(report.problems)} mismatches; {summary}")
-    out.print(f"verified: {summary}; everything matches the chain")
