@@ -20,11 +20,11 @@ from pydicom.filereader import read_dataset, read_preamble
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
 
+# Re-exported (``as``): callers import the statuses from here too.
+from gateway.dimse_status import STATUS_CANNOT_UNDERSTAND as STATUS_CANNOT_UNDERSTAND
+from gateway.dimse_status import STATUS_DATASET_MISMATCH as STATUS_DATASET_MISMATCH
+from gateway.dimse_status import STATUS_OUT_OF_RESOURCES as STATUS_OUT_OF_RESOURCES
 from gateway.errors import DatasetRefusedError
-
-STATUS_CANNOT_UNDERSTAND = 0xC000
-STATUS_DATASET_MISMATCH = 0xA900
-STATUS_OUT_OF_RESOURCES = 0xA700
 
 IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_BE = "1.2.840.10008.1.2.2"

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.dataset import split_part10
+from gateway.dimse_status import STATUS_OUT_OF_RESOURCES
 from gateway.errors import DatasetRefusedError
 from gateway.ingest import Incoming, Ingestor, Origin, Outcome, Receipt
 
@@ -37,7 +38,9 @@ def import_file(ingestor: Ingestor, path: Path, actor: str) -> Receipt:
         content = path.read_bytes()
         part = split_part10(content)
     except OSError as e:
-        return Receipt(Outcome.REFUSED, 0xA700, reason=f"cannot read: {e.strerror}")
+        return Receipt(
+            Outcome.REFUSED, STATUS_OUT_OF_RESOURCES, reason=f"cannot read: {e.strerror}"
+        )
     except DatasetRefusedError as e:
         return Receipt(Outcome.REFUSED, e.status, reason=e.reason)
     return ingestor.ingest(

@@ -24,15 +24,13 @@ from sqlalchemy import bindparam, func, insert, select
 from gateway import crypto
 from gateway.audit import AuditEvent, AuditLog
 from gateway.clock import Clock
-from gateway.dataset import (
-    DEFLATED,
+from gateway.dataset import DEFLATED, file_meta, inflate, scan
+from gateway.dimse_status import (
     STATUS_CANNOT_UNDERSTAND,
     STATUS_DATASET_MISMATCH,
     STATUS_OUT_OF_RESOURCES,
-    file_meta,
-    inflate,
-    scan,
 )
+from gateway.dimse_status import STATUS_SUCCESS as STATUS_SUCCESS  # re-exported
 from gateway.errors import DatasetRefusedError, StorageError
 from gateway.index.database import Database, Tx
 from gateway.index.models import instances, studies, study_keys
@@ -44,7 +42,6 @@ from gateway.validation import required_identifiers
 
 log = logging.getLogger("ztbridge.ingest")
 
-STATUS_SUCCESS = 0x0000
 #: Studies whose patient is remembered for the pre-check (a few hundred bytes each).
 _PATIENT_CACHE_SIZE = 4096
 
