@@ -9,16 +9,14 @@ into place), and only then records them; files whose records fail are removed ag
 
 from __future__ import annotations
 
-import os
 import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from gateway import crypto, pki
+from gateway import crypto, durable, pki
 from gateway.credentials import CredentialStore
 from gateway.devices import Device, parse_networks
-from gateway.durable import fsync_folder_best_effort
 from gateway.errors import InvalidInputError
 from gateway.identity import JwtRequirement, PasscodeRequirement, Requirement
 from gateway.service import Gateway
@@ -163,21 +161,8 @@ def prepare(
 
 
 def _place(path: Path, data: bytes) -> None:
-    """Write ``data`` at ``path`` whole or not at all: to a temporary file beside it (0600,
-    fsynced), then hard-linked into place, which fails rather than replace anything there."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    pki.write_new_file(tmp, data)
-    try:
-        os.link(tmp, path)
-    except FileExistsError as e:
-        raise InvalidInputError(
-            f"{path} already exists: move it away or choose another name"
-        ) from e
-    except OSError as e:
-        raise InvalidInputError(f"cannot write {path}: {e.strerror}") from e
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_folder_best_effort(path.parent)
+    """Write ``data`` at ``path`` whole or not at all, owner-only, never over anything."""
+    durable.write_new_file(path, data)
 
 
 def write_cert_files(cert_out: Path, issued: pki.Issued) -> tuple[Path, Path]:
