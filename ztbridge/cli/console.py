@@ -65,7 +65,13 @@ class _RichSafeHandler(RichHandler):
     """Log records through the progress bar's console, escaped like every other line."""
 
     def __init__(self) -> None:
-        super().__init__(console=err, show_path=False, markup=False, rich_tracebacks=False)
+        super().__init__(
+            console=err,
+            show_path=False,
+            markup=False,
+            rich_tracebacks=False,
+            log_time_format="%Y-%m-%d %H:%M:%S",
+        )
         self.setFormatter(SafeFormatter("%(name)s: %(message)s"))
 
 

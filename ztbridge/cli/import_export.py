@@ -10,16 +10,23 @@ import typer
 from gateway.anchoring.drain import drain
 from gateway.anchoring.service import Anchoring
 from gateway.export import export_study
-from gateway.importer import discover, import_paths
+from gateway.importer import SKIPPED, discover, import_paths
 from gateway.ingest import Outcome, Receipt
 from ztbridge.cli.console import actor, err, fail, out, progress
 from ztbridge.cli.context import custodian_passphrase, gateway
 
 
 def import_cmd(
-    paths: Annotated[list[Path], typer.Argument(help="DICOM files or folders (recursed)")],
+    paths: Annotated[
+        list[Path], typer.Argument(help="DICOM files, folders (recursed) or media (DICOMDIR)")
+    ],
 ) -> None:
-    """Import Part-10 files through the same pipeline as C-STORE."""
+    """Import DICOM files and media through the same pipeline as C-STORE.
+
+    What is not a DICOM instance (a DICOMDIR, README.txt, a viewer) is skipped and counted
+    apart; a DICOMDIR's referenced files are imported. Exit code 2 only if something that is
+    DICOM was refused.
+    """
     with gateway("write", create=True) as gw:
         try:
             files = list(discover(paths))
@@ -29,24 +36,33 @@ def import_cmd(
             task = bar.add_task("importing", total=len(files))
             studies: set[str] = set()
 
-            def tick(_path: Path, r: Receipt) -> None:
-                bar.advance(task)
-                if r.study_uid is not None:
+            def tick(_path: Path, r: Receipt | None, total: int) -> None:
+                bar.update(task, advance=1, total=total)
+                if r is not None and r.study_uid is not None:
                     studies.add(r.study_uid)
 
             summary = import_paths(gw.ingestor, files, actor(), tick)
         c = summary.counts
         out.print(
-            f"{len(files)} files: {c[Outcome.STORED.value]} stored,"
+            f"{summary.files} files: {c[Outcome.STORED.value]} stored,"
             f" {c[Outcome.NEW_VERSION.value]} stored as new versions,"
-            f" {c[Outcome.DUPLICATE.value]} duplicates, {c[Outcome.REFUSED.value]} refused"
+            f" {c[Outcome.DUPLICATE.value]} duplicates, {len(summary.refused)} refused,"
+            f" {c[SKIPPED]} skipped (not DICOM instances)"
         )
+        for path, reason in summary.skipped[:_SHOWN]:
+            out.print(f"  skipped {path}: {reason}", highlight=False, markup=False, soft_wrap=True)
+        if len(summary.skipped) > _SHOWN:
+            out.print(f"  ... and {len(summary.skipped) - _SHOWN} more skipped", highlight=False)
         for path, reason in summary.refused:
-            out.print(f"  refused {path}: {reason}", highlight=False)
+            reason = reason.removeprefix(f"{path.name}: ")
+            out.print(f"  refused {path}: {reason}", highlight=False, markup=False, soft_wrap=True)
         if gw.anchoring is not None and studies:
             _anchor_import(gw.anchoring, studies)
         if summary.refused:
             raise typer.Exit(2)
+
+
+_SHOWN = 20  # skipped files listed by name; a DVD may hold hundreds of viewer files
 
 
 def _anchor_import(anchoring: Anchoring, studies: set[str]) -> None:
