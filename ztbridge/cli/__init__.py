@@ -22,8 +22,20 @@ def main() -> None:
     material: files are created readable by their owner only.
     """
     from ztbridge.cli.app import build
-    from ztbridge.cli.console import run
+    from ztbridge.cli.console import err, run
 
     os.umask(0o077)
     first = sys.argv[1] if len(sys.argv) > 1 else None
-    run(build(first if first in LIGHT_COMMANDS else None))
+    try:
+        tree = build(first if first in LIGHT_COMMANDS else None)
+    except ModuleNotFoundError as e:
+        # An agent-only install (pip install ztbridge[agent]) lacks the server's libraries.
+        err.print(
+            f"error: this ztbridge is installed for the posture agent only (no module"
+            f" {e.name!r}): 'ztbridge agent' works here; the other commands need"
+            " pip install 'ztbridge[server]'",
+            highlight=False,
+            markup=False,
+        )
+        raise SystemExit(1) from None
+    run(tree)
