@@ -8,6 +8,7 @@ no SQLAlchemy, web3, FastAPI or pynetdicom; a test holds it to that.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +16,15 @@ import typer
 
 from gateway.errors import ZtbridgeError
 from ztbridge.cli.console import err, fail, setup_logging
+
+
+def stamped(line: str) -> str:
+    """A line of the agent's output with the local time and offset in front.
+
+    Why: run as a service its output goes to a journal or a file, read later beside the
+    gateway's log; without a time, a line cannot be matched to the refusal it explains.
+    """
+    return f"{datetime.now().astimezone().isoformat(timespec='seconds')} {line}"
 
 
 def agent_cmd(
@@ -51,7 +61,7 @@ def agent_cmd(
             agent_mod.Agent(device, signing_key, client),
             interval,
             once,
-            lambda line: err.print(line, highlight=False, markup=False),
+            lambda line: err.print(stamped(line), highlight=False, markup=False, soft_wrap=True),
         )
     finally:
         client.close()
