@@ -61,3 +61,15 @@ def test_every_install_command_names_the_server_extra() -> None:
         assert lines, name
         for line in lines:
             assert ".[server" in line, f"{name}: {line.strip()}"
+
+
+def test_readme_calls_ztbridge_without_activating_the_virtualenv() -> None:
+    """Activation puts pynetdicom's storescu/echoscu before DCMTK's on the PATH (the venv has
+    them), and the README's DCMTK TLS command then fails; the README must not send a new
+    user that way, and must say why."""
+    readme = (ROOT / "README.md").read_text()
+    assert ".venv/bin/ztbridge" in readme
+    for line in readme.splitlines():
+        if "source .venv/bin/activate" in line:
+            assert "not" in line.lower().split("source")[0], line
+    assert "storescu" in readme.split("source .venv/bin/activate", 1)[-1][:400]
