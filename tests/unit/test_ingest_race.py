@@ -62,9 +62,7 @@ def gw(tmp_path: Path) -> Iterator[Gateway]:
     g.close()
 
 
-def test_copy_landing_meanwhile_answers_with_the_indexed_copy(
-    gw: Gateway, tmp_path: Path
-) -> None:
+def test_copy_landing_meanwhile_answers_with_the_indexed_copy(gw: Gateway, tmp_path: Path) -> None:
     f = make_ct_series(tmp_path / "ct", 1).files[0]
     part = split_part10(f.read_bytes())
     incoming = Incoming(part.dataset, part.transfer_syntax, part.sop_class, part.sop_instance)
