@@ -214,3 +214,44 @@ def gather(gw: Gateway) -> Status:
         audit_events=int(n_aud),
         ledger=ledger_line(gw),
     )
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    """One registered device as ``device list`` (or an admin page's table) shows it."""
+
+    id: int
+    ae_title: str
+    networks: tuple[str, ...]
+    name: str
+    active: bool
+    posture_policy: str | None  # None: not enrolled; NO_POLICY: not required
+    require_tls: bool
+    certificates: int
+    user_identity: str | None  # described, e.g. "passcode (user mr3t)"
+
+
+def device_views(gw: Gateway) -> list[DeviceView]:
+    """Every device with its posture policy, TLS requirement, certificates and identity."""
+    from gateway.credentials import CredentialStore
+    from gateway.identity import describe
+
+    policies = gw.posture.policies_by_device()
+    creds = CredentialStore(gw.db, gw.audit, gw.clock)
+    views = []
+    for d in gw.devices.list():
+        c = creds.get(d.id)
+        views.append(
+            DeviceView(
+                id=d.id,
+                ae_title=d.ae_title,
+                networks=tuple(str(n) for n in d.networks),
+                name=d.name,
+                active=d.active,
+                posture_policy=policies.get(d.id),
+                require_tls=c.require_tls,
+                certificates=len(c.fingerprints),
+                user_identity=describe(c.identity) if c.identity else None,
+            )
+        )
+    return views

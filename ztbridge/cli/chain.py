@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
+from gateway import ledger_status
 from gateway.anchoring.drain import drain
-from gateway.anchoring.outbox import OutboxCounts, outbox_counts
+from gateway.anchoring.outbox import outbox_counts
 from gateway.anchoring.service import Anchoring
 from gateway.errors import ZtbridgeError
-from gateway.ledger.errors import LedgerError
 from gateway.service import Gateway
 from ztbridge.cli.console import actor, fail, out
 from ztbridge.cli.context import gateway
@@ -119,53 +119,6 @@ def _deploy_rpc(
         )
 
 
-def _info(gw: Gateway, anchoring: Anchoring, counts: OutboxCounts) -> dict[str, Any]:
-    from gateway.ledger.deployment import list_deployments
-
-    s = gw.settings.ledger
-    info: dict[str, Any] = {
-        "backend": s.backend,
-        "sender": anchoring.accounts.sender_address,
-        "admin": anchoring.accounts.admin_address,
-        "custodian_account": anchoring.accounts.custodian_address,
-        "batches_pending": counts.batches_pending,
-        "batches_anchored": counts.batches_anchored,
-        "batches_conflict": counts.batches_conflict,
-        "instances_unbatched": counts.unbatched_instances,
-        "audit_pending": counts.audit_pending,
-        "audit_anchored_to": counts.audit_anchored_to,
-        "audit_head": counts.audit_head,
-        "last_error": counts.last_error,
-        "deployments": [
-            {"id": d.id, "backend": d.backend, "chain_id": d.chain_id, "address": d.address}
-            | ({"url": d.rpc_url} if d.rpc_url else {})
-            for d in list_deployments(gw.db)
-        ],
-    }
-    try:
-        session = anchoring.connect(read_only=True)
-    except LedgerError as e:
-        info["chain"] = f"unavailable: {e}"
-        return info
-    try:
-        ledger, chain = session.ledger, session.chain
-        info |= {
-            "chain": "reachable",
-            "address": ledger.address,
-            "chain_id": chain.chain_id,
-            "block_height": chain.block_height(),
-            "sender_balance_wei": chain.balance(anchoring.accounts.sender_address),
-            "admin_balance_wei": chain.balance(anchoring.accounts.admin_address),
-            "records_on_chain": ledger.record_count(anchoring.accounts.custodian_address),
-            "audit_on_chain_to": ledger.last_audit_seq(),
-        }
-    except LedgerError as e:
-        info["chain"] = f"unavailable: {e}"
-    finally:
-        session.close()
-    return info
-
-
 @app.command("info")
 def chain_info(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
@@ -173,7 +126,7 @@ def chain_info(
     """Backend, registry address, block height, gateway account and balance, pending anchors."""
     with gateway() as gw:
         anchoring = anchoring_of(gw)
-        info = _info(gw, anchoring, outbox_counts(gw.db))
+        info = ledger_status.chain_info(gw, anchoring)
     if as_json:
         out.print_json(json.dumps(info))
         return

@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from gateway import enrollment
 from gateway.posture.policy import NO_POLICY
 from gateway.service import Gateway
+from gateway.status import device_views
 from ztbridge.cli import ca
 from ztbridge.cli.console import actor, err, fail, out
 from ztbridge.cli.context import gateway
@@ -181,30 +183,24 @@ def print_enrollment(
 @app.command("list")
 def device_list() -> None:
     """List registered devices."""
-    from gateway.credentials import CredentialStore
-    from gateway.identity import describe
-
     with gateway() as gw:
-        policies = gw.posture.policies_by_device()
-        creds = CredentialStore(gw.db, gw.audit, gw.clock)
-        table = Table(
-            "id", "AE title", "allowed from", "name", "active", "posture", "TLS", "user identity"
+        views = device_views(gw)
+    table = Table(
+        "id", "AE title", "allowed from", "name", "active", "posture", "TLS", "user identity"
+    )
+    for v in views:
+        policy = v.posture_policy
+        table.add_row(
+            str(v.id),
+            escape(v.ae_title),
+            ", ".join(v.networks),
+            escape(v.name),
+            "yes" if v.active else "no",
+            "none (not required)" if policy == NO_POLICY else (policy or "not enrolled"),
+            f"{'required' if v.require_tls else 'optional'}, {v.certificates} cert(s)",
+            escape(v.user_identity or "-"),
         )
-        for d in gw.devices.list():
-            policy = policies.get(d.id)
-            c = creds.get(d.id)
-            tls = "required" if c.require_tls else "optional"
-            table.add_row(
-                str(d.id),
-                d.ae_title,
-                ", ".join(str(n) for n in d.networks),
-                d.name,
-                "yes" if d.active else "no",
-                "none (not required)" if policy == NO_POLICY else (policy or "not enrolled"),
-                f"{tls}, {len(c.fingerprints)} cert(s)",
-                describe(c.identity) if c.identity else "-",
-            )
-        out.print(table)
+    out.print(table)
 
 
 @app.command("show")
