@@ -11,7 +11,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.fileset import FileSet
 
-from gateway.importer import SKIPPED, Kind, classify, import_file, import_paths
+from gateway.importer import import_file
 from gateway.ingest import Outcome
 from gateway.service import Gateway, open_gateway
 from gateway.settings import load_settings
@@ -45,7 +45,6 @@ def test_a_file_that_is_not_part10_is_refused_and_audited(gw: Gateway, tmp_path:
     """Regression: the refusal came back without an audit event."""
     series = make_ct_series(tmp_path / "ct", 1)
     bare = _bare(tmp_path / "bare.dcm", series.files[0])
-    assert classify(bare.read_bytes()[:132]) is Kind.BARE
     receipt = import_file(gw.ingestor, bare, "cli:test")
     assert receipt.outcome is Outcome.REFUSED
     events = _refusals(gw)
@@ -56,6 +55,15 @@ def test_a_file_that_is_not_part10_is_refused_and_audited(gw: Gateway, tmp_path:
     receipt = import_file(gw.ingestor, cut, "cli:test")
     assert receipt.outcome is Outcome.REFUSED and len(_refusals(gw)) == 2
     assert "force=True" not in (receipt.reason or "")
+
+
+def test_classify_tells_bare_data_sets_from_other_files(tmp_path: Path) -> None:
+    from gateway.importer import Kind, classify
+
+    series = make_ct_series(tmp_path / "ct", 1)
+    assert classify(series.files[0].read_bytes()[:132]) is Kind.PART10
+    assert classify(_bare(tmp_path / "bare.dcm", series.files[0]).read_bytes()[:132]) is Kind.BARE
+    assert classify(b"Viewer on this disc\n") is Kind.OTHER
 
 
 def _media(tmp_path: Path, n: int) -> tuple[Path, list[str]]:
@@ -73,6 +81,8 @@ def _media(tmp_path: Path, n: int) -> tuple[Path, list[str]]:
 def test_media_with_dicomdir_and_readme_imports_instances_and_skips_the_rest(
     gw: Gateway, tmp_path: Path
 ) -> None:
+    from gateway.importer import SKIPPED, import_paths
+
     root, _ = _media(tmp_path, 3)
     files = sorted(p for p in root.rglob("*") if p.is_file())
     summary = import_paths(gw.ingestor, files, "cli:test")
@@ -85,6 +95,8 @@ def test_media_with_dicomdir_and_readme_imports_instances_and_skips_the_rest(
 
 def test_dicomdir_alone_brings_its_files_whatever_their_case(gw: Gateway, tmp_path: Path) -> None:
     """Media mounted with lower-case names and ISO 9660 ';1' suffixes."""
+    from gateway.importer import import_paths
+
     root, _ = _media(tmp_path, 2)
     mangled = tmp_path / "mounted"
     for p in sorted(root.rglob("*")):
@@ -109,6 +121,8 @@ def test_a_file_the_dicomdir_names_but_the_media_lacks_is_a_refusal(
     instance = next(p for p in root.rglob("*") if p.is_file() and p.name.isupper() and
                     p.name not in ("DICOMDIR", "README.TXT"))  # fmt: skip
     instance.unlink()
+    from gateway.importer import import_paths
+
     summary = import_paths(gw.ingestor, [root / "DICOMDIR"], "cli:test")
     assert summary.counts[Outcome.STORED.value] == 1
     assert len(summary.refused) == 1 and "not on the media" in summary.refused[0][1]
