@@ -11,7 +11,7 @@ COPY ztbridge ./ztbridge
 # The registry contract's committed artifact (ABI + bytecode), read from beside the packages.
 COPY contracts/build ./contracts/build
 # Editable, so the packages stay beside contracts/build (gateway/ledger/artifact.py).
-RUN pip install --no-cache-dir -c constraints.txt -e .
+RUN pip install --no-cache-dir -c constraints.txt -e '.[server]'
 
 USER ztbridge
 ENV ZTBRIDGE_HOME=/data \

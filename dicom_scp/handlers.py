@@ -33,7 +33,8 @@ from gateway.admission import (
 )
 from gateway.audit import AuditEvent
 from gateway.credentials import CredentialStore, DeviceCredentials
-from gateway.dataset import STATUS_OUT_OF_RESOURCES
+from gateway.dimse_status import STATUS_OUT_OF_RESOURCES, STATUS_SUCCESS
+from gateway.dimse_status import STATUS_PROCESSING_FAILURE as STATUS_PROCESSING_FAILURE
 from gateway.errors import ZtbridgeError
 from gateway.ingest import Incoming, Origin
 from gateway.logsafe import shown
@@ -58,7 +59,6 @@ _REJECTIONS = {
     RejectReason.AUTHENTICATION_FAILED: (0x01, 0x02, 0x01),  # permanent, ACSE, no reason
     RejectReason.LOCAL_LIMIT_EXCEEDED: (0x02, 0x03, 0x02),  # transient, presentation, limit
 }
-STATUS_PROCESSING_FAILURE = 0x0110
 
 
 def _peer(assoc: Any) -> str:
@@ -373,7 +373,7 @@ class Handlers:
 
     def handle_echo(self, event: Any) -> int:
         """C-ECHO: success."""
-        return 0x0000
+        return STATUS_SUCCESS
 
     def handle_store(self, event: Any) -> int:
         """C-STORE: hand the data set, exactly as received, to ingest; answer its status."""

@@ -20,11 +20,11 @@ from pydicom.filereader import read_dataset, read_preamble
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
 
+# Re-exported (``as``): callers import the statuses from here too.
+from gateway.dimse_status import STATUS_CANNOT_UNDERSTAND as STATUS_CANNOT_UNDERSTAND
+from gateway.dimse_status import STATUS_DATASET_MISMATCH as STATUS_DATASET_MISMATCH
+from gateway.dimse_status import STATUS_OUT_OF_RESOURCES as STATUS_OUT_OF_RESOURCES
 from gateway.errors import DatasetRefusedError
-
-STATUS_CANNOT_UNDERSTAND = 0xC000
-STATUS_DATASET_MISMATCH = 0xA900
-STATUS_OUT_OF_RESOURCES = 0xA700
 
 IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_BE = "1.2.840.10008.1.2.2"
@@ -332,6 +332,8 @@ class Part10:
 
 def split_part10(content: bytes) -> Part10:
     """Separate the file meta group from the data set, refusing what is not Part-10."""
+    if len(content) < 132 or content[128:132] != b"DICM":
+        raise _refuse("not a DICOM Part-10 file (no 'DICM' marker after the 128-byte preamble)")
     fp = io.BytesIO(content)
     try:
         preamble = read_preamble(fp, False)
@@ -343,7 +345,9 @@ def split_part10(content: bytes) -> Part10:
     except DatasetRefusedError:
         raise
     except Exception as e:
-        raise _refuse(f"file meta information does not decode: {e}") from e
+        # pydicom's advice to the programmer ("Use force=True ...") is no help to an admin.
+        detail = str(e).split(" Use force=True")[0]
+        raise _refuse(f"file meta information does not decode: {detail}") from e
     ts = meta.get("TransferSyntaxUID")
     if not ts:
         raise _refuse("file meta information has no Transfer Syntax UID")

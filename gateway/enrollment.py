@@ -9,16 +9,14 @@ into place), and only then records them; files whose records fail are removed ag
 
 from __future__ import annotations
 
-import os
 import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from gateway import crypto, pki
+from gateway import crypto, durable, pki
 from gateway.credentials import CredentialStore
-from gateway.devices import Device
-from gateway.durable import fsync_folder_best_effort
+from gateway.devices import Device, parse_networks
 from gateway.errors import InvalidInputError
 from gateway.identity import JwtRequirement, PasscodeRequirement, Requirement
 from gateway.service import Gateway
@@ -163,21 +161,8 @@ def prepare(
 
 
 def _place(path: Path, data: bytes) -> None:
-    """Write ``data`` at ``path`` whole or not at all: to a temporary file beside it (0600,
-    fsynced), then hard-linked into place, which fails rather than replace anything there."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    pki.write_new_file(tmp, data)
-    try:
-        os.link(tmp, path)
-    except FileExistsError as e:
-        raise InvalidInputError(
-            f"{path} already exists: move it away or choose another name"
-        ) from e
-    except OSError as e:
-        raise InvalidInputError(f"cannot write {path}: {e.strerror}") from e
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_folder_best_effort(path.parent)
+    """Write ``data`` at ``path`` whole or not at all, owner-only, never over anything."""
+    durable.write_new_file(path, data)
 
 
 def write_cert_files(cert_out: Path, issued: pki.Issued) -> tuple[Path, Path]:
@@ -225,3 +210,103 @@ def apply(gw: Gateway, device: Device, prepared: Prepared, actor: str) -> Enroll
         prepared.issued.fingerprint if prepared.issued else None,
         prepared.generated_passcode,
     )
+
+
+@dataclass(frozen=True)
+class NewDevice:
+    """What an administrator asks for when registering a device (the CLI's ``device add``)."""
+
+    ae_title: str
+    networks: list[str]
+    name: str = ""
+    posture_policy: str | None = None  # None: posture.default_policy
+    posture_key_out: Path | None = None
+    options: EnrollOptions = EnrollOptions()
+    allow_any_address: bool = False
+
+
+@dataclass(frozen=True)
+class Added:
+    """A registered device and everything that was issued for it."""
+
+    device: Device
+    policy: str
+    posture_fingerprint: str | None
+    enrolled: Enrolled
+    require_tls: bool
+
+
+def open_ranges(networks: list[str]) -> list[str]:
+    """The ranges that admit every address (0.0.0.0/0, ::/0): a device's AE title alone
+    would then admit anyone who can reach the port."""
+    return [str(n) for n in parse_networks(networks) if n.prefixlen == 0]
+
+
+def add_device(gw: Gateway, new: NewDevice, actor: str, ca_passphrase: str | None) -> Added:
+    """Register a device with its posture enrollment, certificate and identity: all or nothing.
+
+    Why one service: the device row, its posture key file, its certificate files and its
+    credential rows are written by three stores; a failure after the first would leave a
+    device that is registered but cannot be admitted (or a key file nobody is registered
+    for). Everything that can fail early is checked first (``prepare``); a failure after the
+    device exists removes the device and the files again, so the command (or an admin page)
+    can simply be retried.
+    """
+    wide = open_ranges(new.networks)
+    if wide and not new.allow_any_address:
+        raise InvalidInputError(
+            f"{', '.join(wide)} admits every address: anyone who can reach the port and knows"
+            " the AE title could send as this device. Give the device's own address or"
+            " subnet, or --allow-any-address if that is really meant"
+        )
+    policy = new.posture_policy or gw.settings.posture.default_policy
+    prepared = prepare(gw, new.ae_title, new.options, ca_passphrase)
+    device, fp = gw.posture.add_device(
+        new.ae_title, new.networks, new.name, actor, policy, new.posture_key_out
+    )
+    try:
+        done = apply(gw, device, prepared, actor)
+    except BaseException:
+        gw.devices.remove(str(device.id), actor)  # the compensating delete
+        if new.posture_key_out is not None:
+            new.posture_key_out.unlink(missing_ok=True)
+        raise
+    return Added(device, policy, fp, done, bool(prepared.options.require_tls))
+
+
+@dataclass(frozen=True)
+class Reissued:
+    """A new certificate written for a device, and how many earlier ones it revoked."""
+
+    cert_path: Path
+    key_path: Path
+    issued: pki.Issued
+    revoked: int
+    require_tls: bool
+
+
+def reissue_certificate(
+    gw: Gateway,
+    device: Device,
+    cert_out: Path,
+    ca_passphrase: str | None,
+    days: int,
+    keep_old: bool,
+    actor: str,
+) -> Reissued:
+    """Issue a device a new client certificate; earlier ones are revoked unless ``keep_old``.
+
+    The new files first: if they cannot be written nothing is revoked, and the device keeps
+    the certificate it has. Only then the record (revoking the old ones); if that fails, the
+    new files go again.
+    """
+    _check_out_files(cert_out)
+    issued = issue_for(gw, device.ae_title, ca_passphrase, days)
+    store = CredentialStore(gw.db, gw.audit, gw.clock)
+    cert_path, key_path = write_cert_files(cert_out, issued)
+    try:
+        revoked = store.add_certificate(device.id, device.ae_title, issued, actor, not keep_old)
+    except BaseException:
+        remove_cert_files(cert_path, key_path)
+        raise
+    return Reissued(cert_path, key_path, issued, revoked, store.get(device.id).require_tls)

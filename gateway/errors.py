@@ -51,6 +51,14 @@ class StorageError(ZtbridgeError):
     """The content store or the index could not durably do what was asked."""
 
 
+class StoreLockedError(StorageError):
+    """The content store is open for writing in another process (or another instance here).
+
+    Its own class so callers can tell "stop the other process" from a failing disk without
+    reading the message.
+    """
+
+
 class IntegrityError(StorageError):
     """Stored bytes no longer match their content address or recorded hash."""
 

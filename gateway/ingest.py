@@ -24,15 +24,13 @@ from sqlalchemy import bindparam, func, insert, select
 from gateway import crypto
 from gateway.audit import AuditEvent, AuditLog
 from gateway.clock import Clock
-from gateway.dataset import (
-    DEFLATED,
+from gateway.dataset import DEFLATED, file_meta, inflate, scan
+from gateway.dimse_status import (
     STATUS_CANNOT_UNDERSTAND,
     STATUS_DATASET_MISMATCH,
     STATUS_OUT_OF_RESOURCES,
-    file_meta,
-    inflate,
-    scan,
 )
+from gateway.dimse_status import STATUS_SUCCESS as STATUS_SUCCESS  # re-exported
 from gateway.errors import DatasetRefusedError, StorageError
 from gateway.index.database import Database, Tx
 from gateway.index.models import instances, studies, study_keys
@@ -44,13 +42,15 @@ from gateway.validation import required_identifiers
 
 log = logging.getLogger("ztbridge.ingest")
 
-STATUS_SUCCESS = 0x0000
 #: Studies whose patient is remembered for the pre-check (a few hundred bytes each).
 _PATIENT_CACHE_SIZE = 4096
 
 # Built once: constructing a statement costs more than executing it on SQLite.
 _VERSIONS = select(instances.c.version, instances.c.sha256).where(
     instances.c.sop_instance_uid == bindparam("sop")
+)
+_CID_OF = select(instances.c.cid).where(
+    instances.c.sop_instance_uid == bindparam("sop"), instances.c.version == bindparam("version")
 )
 _STUDY_PATIENT = select(studies.c.patient_id).where(studies.c.study_uid == bindparam("study"))
 _STUDY_EXISTS = select(studies.c.study_uid).where(studies.c.study_uid == bindparam("study"))
@@ -233,6 +233,7 @@ class Ingestor:
             if dataset_sha in versions.values():  # an identical copy landed meanwhile
                 version = next(v for v, h in versions.items() if h == dataset_sha)
                 outcome = Outcome.DUPLICATE
+                cid = self._landed_meanwhile(conn, sop_uid, version, cid, origin)
             else:
                 version = max(versions, default=0) + 1
                 outcome = Outcome.STORED if version == 1 else Outcome.NEW_VERSION
@@ -279,6 +280,36 @@ class Ingestor:
                 version,
             )
         return Receipt(outcome, STATUS_SUCCESS, sop_uid, study_uid, cid, version)
+
+    def _landed_meanwhile(
+        self, conn: Tx, sop_uid: str, version: int, orphan: str, origin: Origin
+    ) -> str:
+        """An identical copy committed between the pre-check and this transaction (another
+        association sent the same instance at the same moment): answer with the copy that is
+        indexed, and audit the duplicate like any other.
+
+        The ciphertext just put under ``orphan`` is referenced by no row. It is left in the
+        store, as a crash between put and commit would leave it (the store is append-only and
+        content-addressed, so deleting it would need a collector that knows no other row
+        shares its blocks), and named in the event so that a later collector, or an auditor
+        counting objects, can account for it.
+        """
+        row = conn.execute(_CID_OF, {"sop": sop_uid, "version": version}).first()
+        self._audit.append(
+            conn,
+            AuditEvent(
+                "instance.duplicate",
+                origin.actor,
+                sop_uid,
+                "ok",
+                {
+                    "origin": origin.kind,
+                    "note": "identical content committed meanwhile by another sender",
+                    "unreferenced_cid": orphan,
+                },
+            ),
+        )
+        return str(row.cid) if row is not None else orphan
 
     def _ensure_study(self, conn: Tx, ids: dict[str, str], key: StudyKey) -> None:
         """With a fresh study key: the study row if it is new, and the key's custodian wrap.

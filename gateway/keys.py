@@ -9,7 +9,6 @@ why instances record their key id rather than assuming one key per study.
 
 from __future__ import annotations
 
-import os
 import secrets
 import threading
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from gateway import crypto
 from gateway.clock import Clock
-from gateway.durable import fsync_folder
+from gateway.durable import create_file
 from gateway.errors import ConfigError, InvalidEnvelopeError
 
 CUSTODIAN_FILE = "custodian.json"
@@ -37,33 +36,13 @@ class CustodianPublic:
     public: bytes
 
 
-def _create_private_file(path: Path, text: str) -> bool:
-    """Write ``path`` whole and durably unless it exists; False if another process won.
-
-    A unique temp file linked into place: ``link`` fails if the name exists, so two
-    processes starting at once can never both believe their key is the custodian key.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        return False
-    finally:
-        os.unlink(tmp)
-    fsync_folder(path.parent)
-    return True
-
-
 def create_private_file(path: Path, text: str) -> bool:
-    """Create an owner-only file atomically unless it exists; False if it already did."""
-    return _create_private_file(path, text)
+    """Create an owner-only file atomically unless it exists; False if it already did.
+
+    A thin alias of ``durable.create_file`` (kept for its callers): two processes starting
+    at once can never both believe their key is the custodian key.
+    """
+    return create_file(path, text.encode())
 
 
 def ensure_custodian(
@@ -82,7 +61,7 @@ def ensure_custodian(
     if not passphrase:
         generated = passphrase = secrets.token_urlsafe(24)
     pair = crypto.generate_keypair(kem)
-    if not _create_private_file(path, crypto.protect_keypair(pair, passphrase, "custodian")):
+    if not create_private_file(path, crypto.protect_keypair(pair, passphrase, "custodian")):
         # Another process created the key first: use its key, and show no passphrase.
         found_kem, public = crypto.read_public(path.read_text())
         return CustodianPublic(found_kem, public), None

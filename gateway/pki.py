@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import os
 import secrets
 import socket
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gateway import crypto
+from gateway import crypto, durable
 from gateway.clock import Clock
 from gateway.errors import ConfigError, InvalidEnvelopeError, InvalidInputError
 
@@ -105,23 +104,10 @@ def fingerprint(der: bytes) -> str:
 def write_new_file(path: Path, data: bytes) -> None:
     """Write ``data`` to a file that must not exist yet, owner-only, durably.
 
-    Refuses to overwrite: a certificate or key written over another is a silent revocation
-    (or worse, a key mix-up) on whatever modality used the old one.
+    A thin alias of ``durable.write_new_file``: refuses to overwrite, since a certificate or
+    key written over another is a silent revocation (or a key mix-up) on a modality.
     """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError as e:
-        raise InvalidInputError(
-            f"{path} already exists: move it away or choose another name"
-        ) from e
-    except OSError as e:
-        raise InvalidInputError(f"cannot write {path}: {e.strerror}") from e
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    durable.write_new_file(path, data)
 
 
 def default_server_names() -> list[str]:
@@ -278,9 +264,7 @@ def _write_server(
     issued = _server_issue(authority, sans, now)
     # Replace atomically: a running gateway reads these at start, never half-written files.
     for target, data in ((paths.server_key, issued.key_pem), (paths.server_cert, issued.cert_pem)):
-        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-        write_new_file(tmp, data)
-        tmp.replace(target)
+        durable.replace_file(target, data)
     return issued
 
 

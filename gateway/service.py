@@ -17,7 +17,7 @@ from gateway.anchoring.service import Anchoring
 from gateway.audit import AuditLog
 from gateway.clock import Clock, SystemClock
 from gateway.devices import DeviceRegistry
-from gateway.errors import ConfigError, StorageError
+from gateway.errors import ConfigError, StorageError, StoreLockedError
 from gateway.index.database import Database
 from gateway.ingest import Ingestor
 from gateway.keys import CustodianPublic, StudyKeyCache, ensure_custodian
@@ -111,14 +111,17 @@ def open_gateway(
     db = Database(settings.index_url)
     try:
         store = open_store(settings, store_access)
-    except StorageError as e:
+    except StoreLockedError as e:
         db.close()
-        if store_access == "write" and "already open" in str(e):
-            raise StorageError(
+        if store_access == "write":
+            raise StoreLockedError(
                 f"{e}. Another ztbridge process (probably 'ztbridge up') is writing this data"
                 " folder: stop it first, or send the files to it with a DICOM sender"
                 " (e.g. storescu) instead"
             ) from e
+        raise
+    except StorageError:
+        db.close()
         raise
     audit = AuditLog(db, clock)
     keys = StudyKeyCache(custodian, clock, settings.ingest.study_key_idle_seconds)

@@ -237,7 +237,7 @@ class Settings(BaseSettings):
         toml_file = _CONFIG_FILE.get("path")
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if toml_file is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+            sources.append(_TomlBesideItsFile(settings_cls, toml_file))
         return tuple(sources)
 
     @field_validator("home")
@@ -254,6 +254,27 @@ class Settings(BaseSettings):
 
 
 _CONFIG_FILE: dict[str, Path | None] = {"path": None}
+
+
+class _TomlBesideItsFile(TomlConfigSettingsSource):
+    """The TOML file, with a relative ``home`` taken from the file's own folder.
+
+    Why: a service manager starts ztbridge from ``/``; ``home = "var"`` taken from the
+    working directory would then be the system's ``/var``. Relative to the file, it is the
+    same folder whoever starts ztbridge from wherever. (``ZTBRIDGE_HOME`` in the environment
+    stays relative to the working directory, like any path given on a command line.)
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], toml_file: Path) -> None:
+        super().__init__(settings_cls, toml_file=toml_file)
+        self._folder = toml_file.expanduser().absolute().parent
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        home = data.get("home")
+        if isinstance(home, str) and not Path(home).expanduser().is_absolute():
+            data = {**data, "home": str(self._folder / home)}
+        return data
 
 
 def _describe(error: ValidationError) -> str:

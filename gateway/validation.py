@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from gateway.dataset import STATUS_DATASET_MISMATCH
+from gateway.dimse_status import STATUS_DATASET_MISMATCH
 from gateway.errors import DatasetRefusedError
 
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")

@@ -37,6 +37,7 @@ from gateway.errors import StorageError
 from gateway.index.database import Database
 from gateway.index.models import anchor_batch_members, anchor_batches, instances, study_keys
 from gateway.keys import CustodianPublic, StudyKeyCache
+from gateway.logsafe import shown
 from gateway.store.base import ContentStore
 
 log = logging.getLogger("ztbridge.anchoring")
@@ -214,7 +215,9 @@ class BatchSealer:
                 [{"instance_id": r.id, "batch_id": batch_id} for r in rows],
             )
         log.info(
-            "study batch sealed: %d instance(s), record %s…, root %s…",
+            "study %s batch %d sealed: %d instance(s), record %s…, root %s…",
+            shown(study_uid),
+            batch_no,
             len(rows),
             rid.hex()[:12],
             root.hex()[:12],

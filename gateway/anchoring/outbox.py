@@ -32,6 +32,7 @@ from gateway.index.models import (
     instances,
 )
 from gateway.ledger.errors import LedgerRevertError
+from gateway.logsafe import shown
 from gateway.merkle import merkle_root
 
 if TYPE_CHECKING:
@@ -145,7 +146,8 @@ class Outbox:
             return self._already_anchored(ledger, deployment_id, row)
         self._finish(anchor_batches, row.id, deployment_id, receipt)
         log.info(
-            "study batch %d anchored: record %s… in block %d (%d gas)",
+            "study %s batch %d anchored: record %s… in block %d (%d gas)",
+            shown(row.study_uid),
             row.id,
             row.record_id.hex()[:12],
             receipt.block_number,
@@ -171,12 +173,17 @@ class Outbox:
                 0,
             )
             self._finish(anchor_batches, row.id, deployment_id, receipt, gas_known=False)
-            log.info("study batch %d was already anchored (receipt lost earlier)", row.id)
+            log.info(
+                "study %s batch %d was already anchored (receipt lost earlier)",
+                shown(row.study_uid),
+                row.id,
+            )
             return ANCHORED
         self._mark(anchor_batches, row.id, CONFLICT, "record id exists on-chain with other content")
         log.error(
-            "study batch %d: record %s exists on-chain with a different root or manifest;"
+            "study %s batch %d: record %s exists on-chain with a different root or manifest;"
             " not retried (see docs/ledger.md, 'Conflicts')",
+            shown(row.study_uid),
             row.id,
             row.record_id.hex(),
         )

@@ -34,11 +34,11 @@ from gateway import crypto
 from gateway.audit import AuditEvent, AuditLog
 from gateway.clock import Clock
 from gateway.devices import Device, DeviceRegistry
+from gateway.durable import write_new_file
 from gateway.errors import ConfigError, InvalidInputError, StorageError
 from gateway.index.database import Database
 from gateway.index.models import device_posture, posture_nonces, posture_reports
 from gateway.logsafe import shown
-from gateway.pki import write_new_file
 from gateway.posture.policy import NO_POLICY, Decision, PolicySet, evaluate
 from gateway.posture.refusals import RefusalTally
 from gateway.posture.report import (

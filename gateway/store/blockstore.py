@@ -89,7 +89,13 @@ from types import TracebackType
 from typing import BinaryIO
 
 from gateway.durable import fsync_folder
-from gateway.errors import IntegrityError, InvalidInputError, NotFoundError, StorageError
+from gateway.errors import (
+    IntegrityError,
+    InvalidInputError,
+    NotFoundError,
+    StorageError,
+    StoreLockedError,
+)
 from gateway.store.base import StoreProblem
 from gateway.store.car import read_car, write_car
 from gateway.store.unixfs import (
@@ -352,7 +358,7 @@ class PackBlockStore:
             try:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError as e:
-                raise StorageError(
+                raise StoreLockedError(
                     f"content store {self._root} is already open in another process or"
                     " instance; stop it first"
                 ) from e

@@ -209,20 +209,31 @@ def test_same_uid_new_content_is_new_version(gateway: GatewayProcess, tmp_path: 
         ).all()
     db.close()
     assert [(r.version, r.flag) for r in rows] == [(1, None), (2, "new-version")]
-    exported = exported_datasets(gateway, series.study_uid, tmp_path / "out")
-    assert len(list((tmp_path / "out").rglob("*.dcm"))) == 2
-    assert split_part10(changed.read_bytes()).dataset in exported.values() or exported
+    exported_datasets(gateway, series.study_uid, tmp_path / "out")
+    # Both versions share one SOP Instance UID, so compare every file's data set, not a
+    # dict keyed by UID (which would keep only one of them).
+    written = sorted(
+        split_part10(p.read_bytes()).dataset for p in (tmp_path / "out").rglob("*.dcm")
+    )
+    sent = sorted(split_part10(f.read_bytes()).dataset for f in (first, changed))
+    assert sent[0] != sent[1]
+    assert written == sent
 
 
 def test_import_export_car_and_verify(tmp_path: Path, dcmtk: None) -> None:
     gw = make_gateway(tmp_path)
     series = make_ct_series(tmp_path / "ct", 5)
     junk = tmp_path / "ct" / "junk.dcm"
-    junk.write_bytes(b"not dicom at all" * 20)
+    junk.write_bytes(b"not dicom at all" * 20)  # not DICOM: skipped, not refused
+    broken = tmp_path / "ct" / "broken.dcm"
+    broken.write_bytes(series.files[0].read_bytes()[:300])  # DICOM, cut short: refused
     result = gw.cli("import", str(tmp_path / "ct"), check=False)
     assert result.returncode == 2, result.stdout + result.stderr
-    assert "5 stored" in result.stdout and "1 refused" in result.stdout
-    assert "junk.dcm" in result.stdout
+    assert "5 stored" in result.stdout and "1 refused" in result.stdout, result.stdout
+    assert "1 skipped" in result.stdout
+    assert "skipped" in result.stdout.split("junk.dcm")[0].splitlines()[-1]
+    assert "refused" in result.stdout.split("broken.dcm")[0].splitlines()[-1]
+    assert "force=True" not in result.stdout + result.stderr
     again = gw.cli("import", *[str(f) for f in series.files])
     assert "5 duplicates" in again.stdout
     car = tmp_path / "study.car"

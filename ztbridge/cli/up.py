@@ -1,35 +1,56 @@
-"""``ztbridge``: the gateway's CLI plus ``up``, which starts the network edges."""
+"""``ztbridge up``: the composition root that starts the network edges around the core.
+
+``gateway`` may not import ``dicom_scp`` or ``portal``; the command that starts them all
+therefore lives here, above all three.
+"""
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import time
+from pathlib import Path
 from types import FrameType
 
 import typer
 
-import gateway.chain_cli  # noqa: F401  (registers 'chain' and 'verify')
 from dicom_scp.server import DicomServer
 from gateway.anchoring.worker import AnchorWorker
-from gateway.cli import announce_passphrase, app, err, fail, settings, setup_logging
 from gateway.errors import ZtbridgeError
 from gateway.service import Gateway, open_gateway
+from gateway.status import UpMarker
 from portal.server import PortalServer, portal_mode
+from ztbridge.cli.console import err, fail, setup_logging
+from ztbridge.cli.context import announce_passphrase, settings
 
 log = logging.getLogger("ztbridge")
 
 
-@app.command()
 def up() -> None:
     """Start ztbridge: the DICOM listener on embedded defaults. Ctrl-C stops it cleanly."""
+    s = settings()
+    setup_logging(s.log_level)
+    marker = UpMarker(s.home)
     try:
-        s = settings()
-        setup_logging(s.log_level)
         gw = open_gateway(s)
     except ZtbridgeError as e:
         raise fail(str(e)) from None
+    if not marker.acquire([]):
+        gw.close()
+        raise fail(f"another 'ztbridge up' runs on {s.home} (pid {_pid(marker)}): stop it first")
+    try:
+        _serve(gw, s.home.resolve(), marker)
+    finally:
+        marker.release()
+
+
+def _pid(marker: UpMarker) -> str:
+    found = marker.running()
+    return str(found.get("pid", "?")) if found else "?"
+
+
+def _serve(gw: Gateway, home: Path, marker: UpMarker) -> None:
+    s = gw.settings
     announce_passphrase(gw)
     # Handlers go in before anything listens, and only set a flag: a handler that touched a
     # lock (Event.set) could deadlock against the main thread holding that same lock.
@@ -57,6 +78,7 @@ def up() -> None:
             portal.stop()
         gw.close()
         raise fail(str(e)) from None
+    marker.update(list(server.listening) + ([f"portal on port {s.portal.port}"] if portal else []))
     worker = AnchorWorker(gw.anchoring) if gw.anchoring is not None else None
     if worker is not None:
         worker.start()
@@ -74,7 +96,7 @@ def up() -> None:
         "ztbridge ready: AE title %s, %s, data in %s",
         s.dicom.ae_title,
         ", ".join(server.listening),
-        s.home.resolve(),
+        home,
     )
     try:
         ticks = 0
@@ -122,13 +144,3 @@ def start_portal(gw: Gateway) -> PortalServer | None:
             " (set ZTBRIDGE_PORTAL__PORT or stop what uses the port)"
         ) from None
     return portal
-
-
-def main() -> None:
-    """Console entry point.
-
-    Everything ztbridge writes (index, keys, exports) may hold patient data or key
-    material: files are created readable by their owner only.
-    """
-    os.umask(0o077)
-    app()

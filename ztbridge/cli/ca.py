@@ -1,6 +1,7 @@
 """``ztbridge ca ...`` and the device certificate commands (DICOM TLS).
 
-Registered on the main CLI by ``gateway.cli``; kept apart so the TLS commands read as one.
+The device commands here (``device_cert``, ``device_tls``, ``device_revoke_certs``) are joined
+to the ``device`` group by ``ztbridge.cli.device``; kept here so the TLS commands read as one.
 """
 
 from __future__ import annotations
@@ -13,18 +14,16 @@ from typing import Annotated
 
 import typer
 from cryptography import x509
+from rich.markup import escape
 
 from gateway import pki
 from gateway.audit import AuditEvent
-from gateway.cli import actor, app, device_app, err, fail, gateway, out, settings
 from gateway.credentials import CredentialStore
-from gateway.devices import Device
-from gateway.enrollment import issue_for, remove_cert_files, write_cert_files
-from gateway.errors import InvalidInputError, ZtbridgeError
-from gateway.service import Gateway
+from gateway.enrollment import reissue_certificate
+from ztbridge.cli.console import actor, err, fail, out
+from ztbridge.cli.context import gateway, settings
 
-ca_app = typer.Typer(help="The gateway's certificate authority for DICOM TLS.")
-app.add_typer(ca_app, name="ca")
+app = typer.Typer(help="The gateway's certificate authority for DICOM TLS.")
 
 
 def ca_passphrase(create: bool = False) -> tuple[str | None, bool]:
@@ -33,10 +32,7 @@ def ca_passphrase(create: bool = False) -> tuple[str | None, bool]:
     When creating a CA non-interactively without one, a passphrase is generated and
     ``(passphrase, True)`` returned so the caller shows it once.
     """
-    try:
-        configured = settings().ca_passphrase
-    except ZtbridgeError as e:
-        raise fail(str(e)) from None
+    configured = settings().ca_passphrase
     if configured is not None and configured.get_secret_value():
         return configured.get_secret_value(), False
     if sys.stdin.isatty():
@@ -65,7 +61,7 @@ def _certificate_fingerprint(path: Path) -> str:
     )
 
 
-@ca_app.command("init")
+@app.command("init")
 def ca_init(
     host: Annotated[
         list[str] | None,
@@ -100,7 +96,7 @@ def ca_init(
         )
 
 
-@ca_app.command("show")
+@app.command("show")
 def ca_show() -> None:
     """Where the CA and server certificate are, their names, fingerprints and expiry."""
     with gateway() as gw:
@@ -115,7 +111,7 @@ def ca_show() -> None:
             out.print(f"        for {_names(server)}, until {server.not_valid_after_utc:%Y-%m-%d}")
 
 
-@ca_app.command("export")
+@app.command("export")
 def ca_export(
     out_file: Annotated[Path, typer.Option("--out", help="where to write the CA certificate")],
 ) -> None:
@@ -128,7 +124,7 @@ def ca_export(
         out.print(f"CA certificate written to {out_file}")
 
 
-@ca_app.command("server-cert")
+@app.command("server-cert")
 def ca_server_cert(
     host: Annotated[
         list[str] | None,
@@ -153,16 +149,6 @@ def ca_server_cert(
         out.print(f"new server certificate for {', '.join(hosts)}; restart 'ztbridge up' to use it")
 
 
-def _device(gw: Gateway, ref: str) -> Device:
-    found = next(
-        (d for d in gw.devices.list() if str(d.id) == ref or d.ae_title == ref.strip()), None
-    )
-    if found is None:
-        raise fail(f"no device with id or AE title {ref!r} ('ztbridge device list')")
-    return found
-
-
-@device_app.command("cert")
 def device_cert(
     ref: Annotated[str, typer.Argument(help="device id or AE title")],
     cert_out: Annotated[
@@ -176,40 +162,36 @@ def device_cert(
     """Issue a new client certificate for a device; earlier ones are revoked unless --keep-old."""
     passphrase, _ = ca_passphrase()
     with gateway() as gw:
-        d = _device(gw, ref)
-        key_out = pki.key_path_for(cert_out)
-        if any(p.exists() or p.is_symlink() for p in (cert_out, key_out)):
-            raise InvalidInputError(f"{cert_out} or its .key already exists: choose another name")
-        issued = issue_for(gw, d.ae_title, passphrase, days)
-        store = CredentialStore(gw.db, gw.audit, gw.clock)
-        # The new files first: if they cannot be written nothing is revoked, and the device
-        # keeps the certificate it has. Only then the record (revoking the old ones); if that
-        # fails, the new files go again.
-        cert_path, key_path = write_cert_files(cert_out, issued)
-        try:
-            revoked = store.add_certificate(d.id, d.ae_title, issued, actor(), not keep_old)
-        except BaseException:
-            remove_cert_files(cert_path, key_path)
-            raise
+        d = gw.devices.find(ref)
+        done = reissue_certificate(gw, d, cert_out, passphrase, days, keep_old, actor())
         out.print(
-            f"certificate for {d.ae_title} written to {cert_path} (key {key_path}),"
-            f" SHA-256 {issued.fingerprint}, until {issued.not_after:%Y-%m-%d};"
-            f" {revoked} earlier certificate(s) revoked"
+            f"certificate for {d.ae_title} written to {done.cert_path} (key {done.key_path}),"
+            f" SHA-256 {done.issued.fingerprint}, until {done.issued.not_after:%Y-%m-%d};"
+            f" {done.revoked} earlier certificate(s) revoked"
         )
+        if not done.require_tls:
+            err.print(plain_tcp_warning(d.ae_title), highlight=False)
 
 
-@device_app.command("revoke-certs")
+def plain_tcp_warning(ae: str) -> str:
+    """What an admin must read when a device with a certificate may still use plain TCP."""
+    return (
+        f"[bold yellow]warning:[/] {escape(ae)} may still send over PLAIN TCP (unencrypted,"
+        " no certificate checked): its certificate protects nothing until TLS is required."
+        f" Close it with:  ztbridge device tls {escape(ae)} --require-tls"
+    )
+
+
 def device_revoke_certs(ref: Annotated[str, typer.Argument(help="device id or AE title")]) -> None:
     """Revoke every certificate of a device: its TLS associations are refused from now on."""
     with gateway() as gw:
-        d = _device(gw, ref)
+        d = gw.devices.find(ref)
         n = CredentialStore(gw.db, gw.audit, gw.clock).revoke_certificates(
             d.id, d.ae_title, actor()
         )
         out.print(f"{n} certificate(s) of {d.ae_title} revoked")
 
 
-@device_app.command("tls")
 def device_tls(
     ref: Annotated[str, typer.Argument(help="device id or AE title")],
     require: Annotated[
@@ -219,11 +201,14 @@ def device_tls(
 ) -> None:
     """Require DICOM TLS from a device, or allow it plain TCP again."""
     with gateway() as gw:
-        d = _device(gw, ref)
+        d = gw.devices.find(ref)
         store = CredentialStore(gw.db, gw.audit, gw.clock)
         store.set_require_tls(d.id, d.ae_title, require, actor())
         out.print(f"{d.ae_title}: TLS {'required' if require else 'optional'}")
-        if not require and store.get(d.id).identity is not None:
+        creds = store.get(d.id)
+        if not require and creds.fingerprints:
+            err.print(plain_tcp_warning(d.ae_title), highlight=False)
+        if not require and creds.identity is not None:
             out.print(
                 f"note: {d.ae_title} must send a user identity, which is accepted only over"
                 " DICOM TLS: its associations over plain TCP will still be refused"

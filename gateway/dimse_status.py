@@ -1,0 +1,36 @@
+"""DIMSE status codes ztbridge answers, named as the standard names them; defined only here.
+
+Why one module: the same code was spelled as a constant in three modules and as a bare number
+in two more, and a reviewer must be able to check each against the standard in one place.
+Names follow PS3.7 Annex C (general statuses) and PS3.4 Annex B.2.3 (Storage Service Class,
+C-STORE statuses); ranges are the standard's, the value is the one we send.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: PS3.7 C.1.1: Success.
+STATUS_SUCCESS: Final = 0x0000
+
+#: PS3.7 C.4.2: Failure, Processing failure (a general failure in processing the operation).
+STATUS_PROCESSING_FAILURE: Final = 0x0110
+
+#: PS3.4 B.2.3: Refused, Out of Resources (A700-A7FF). We send it for an instance over the
+#: size limit and for one whose file cannot be read: the sender may try again later.
+STATUS_OUT_OF_RESOURCES: Final = 0xA700
+
+#: PS3.4 B.2.3: Error, Data Set does not match SOP Class (A900-A9FF). We send it for an
+#: instance whose identifiers are missing, malformed or contradict the request.
+STATUS_DATASET_MISMATCH: Final = 0xA900
+
+#: PS3.4 B.2.3: Error, Cannot understand (C000-CFFF): the data set cannot be parsed.
+STATUS_CANNOT_UNDERSTAND: Final = 0xC000
+
+__all__ = [
+    "STATUS_CANNOT_UNDERSTAND",
+    "STATUS_DATASET_MISMATCH",
+    "STATUS_OUT_OF_RESOURCES",
+    "STATUS_PROCESSING_FAILURE",
+    "STATUS_SUCCESS",
+]
