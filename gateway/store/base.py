@@ -53,9 +53,18 @@ class ContentStore(Protocol):
         ...
 
     def get(self, cid: str) -> bytes:
-        """Return the object's bytes; every block is checked against its CID on the way.
+        """Return the object's bytes (small objects: ``open`` streams large ones); every block is checked against its CID on the way.
 
         Raises NotFoundError when a block is missing, IntegrityError when one does not match.
+        """
+        ...
+
+    def open(self, cid: str) -> Iterator[bytes]:
+        """Stream the object's bytes block by block, each block checked against its CID
+        before any of it is yielded; memory is bounded by a block, not the object.
+
+        Raises NotFoundError / IntegrityError when the walk reaches a missing or damaged
+        block, after the earlier blocks were yielded (treat that as a failed read).
         """
         ...
 

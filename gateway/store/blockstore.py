@@ -98,6 +98,7 @@ from gateway.store.unixfs import (
     UNIXFS_FILE,
     UNIXFS_RAW,
     BlockData,
+    UnixFSData,
     block_matches,
     build_dag,
     cid_from_str,
@@ -1206,6 +1207,66 @@ class PackBlockStore:
         parts: list[bytes] = []
         self._walk_file(cid_from_str(cid), parts, 0)
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def open(self, cid: str) -> Iterator[bytes]:
+        """Stream a UnixFS file block by block, each checked against its CID before any of
+        its bytes is yielded.
+
+        Memory is one leaf (256 KiB) plus the parents on the path to it, whatever the
+        object's size. A missing or damaged block raises NotFoundError / IntegrityError when
+        the walk reaches it, after the blocks before it were yielded: the caller must treat
+        a read that raises as a failed read of the whole object. The CID is parsed before
+        the first ``next`` (the generator is created lazily, so this checks it eagerly).
+        """
+        self._check_open()
+        return self._stream_file(cid_from_str(cid), 0)
+
+    def _stream_file(self, cid: bytes, depth: int) -> Iterator[bytes]:
+        if depth > 32:
+            raise IntegrityError(f"DAG under {cid_to_str(cid)} is implausibly deep")
+        block = self._read_block(cid)
+        codec = decode_cid(cid).codec
+        if codec == CODEC_RAW:
+            yield block
+            return
+        meta, links = self._file_node(cid, block)
+        total = len(meta.data)
+        if meta.data:
+            yield meta.data
+        sizes: list[int | None] = list(meta.blocksizes) if meta.blocksizes else [None] * len(links)
+        for link, expected in zip(links, sizes, strict=True):
+            got = 0
+            for part in self._stream_file(link, depth + 1):
+                got += len(part)
+                yield part
+            # Checked per link, not only at the end, so a short child is named where it is.
+            if expected is not None and got != expected:
+                raise IntegrityError(
+                    f"{cid_to_str(cid)} says {expected} bytes under a link, it holds {got}"
+                )
+            total += got
+        if meta.filesize is not None and meta.filesize != total:
+            raise IntegrityError(
+                f"{cid_to_str(cid)} declares {meta.filesize} bytes but holds {total}"
+            )
+
+    def _file_node(self, cid: bytes, block: bytes) -> tuple[UnixFSData, list[bytes]]:
+        """A dag-pb block's UnixFS file metadata and child CIDs; IntegrityError otherwise."""
+        codec = decode_cid(cid).codec
+        if codec != CODEC_DAG_PB:
+            raise IntegrityError(f"block {cid_to_str(cid)} has codec 0x{codec:x}, not a file")
+        try:
+            node = decode_dag_pb(block)
+            if node.data is None:
+                raise ValueError("dag-pb node without UnixFS Data")
+            meta = decode_unixfs(node.data)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise IntegrityError(f"block {cid_to_str(cid)} is not a UnixFS node: {e}") from e
+        if meta.type not in (UNIXFS_FILE, UNIXFS_RAW):
+            raise IntegrityError(f"{cid_to_str(cid)} is UnixFS type {meta.type}, not a file")
+        if meta.blocksizes and len(meta.blocksizes) != len(node.links):
+            raise IntegrityError(f"{cid_to_str(cid)}: blocksizes do not match its links")
+        return meta, [link.cid for link in node.links]
 
     def _walk_file(self, cid: bytes, out: list[bytes], depth: int) -> int:
         """Append the file bytes under ``cid`` to ``out``; return how many."""
