@@ -53,7 +53,9 @@ class ContentStore(Protocol):
         ...
 
     def get(self, cid: str) -> bytes:
-        """Return the object's bytes (small objects: ``open`` streams large ones); every block is checked against its CID on the way.
+        """Return the object's bytes, every block checked against its CID on the way.
+
+        Holds the whole object: for small ones (manifests, headers); ``open`` streams.
 
         Raises NotFoundError when a block is missing, IntegrityError when one does not match.
         """
