@@ -8,7 +8,7 @@ most 174 links a node), so an object can move between them and keep its address.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
@@ -50,6 +50,12 @@ class ContentStore(Protocol):
 
         The object is not durable (and not visible to ``get``) until ``wait()`` returns.
         """
+        ...
+
+    def put_many_nowait(
+        self, objects: Sequence[bytes | bytearray | memoryview]
+    ) -> Sequence[PendingObject]:
+        """``put_nowait`` of several objects at once, sharing one flush; CIDs in order."""
         ...
 
     def get(self, cid: str) -> bytes:

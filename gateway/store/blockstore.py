@@ -815,6 +815,20 @@ class PackBlockStore:
         dag = build_dag(data)
         return PendingPut(self, dag.root_str, self._submit(dag.blocks, hand_off=True))
 
+    def put_many_nowait(
+        self, objects: Sequence[bytes | bytearray | memoryview]
+    ) -> list[PendingPut]:
+        """``put_nowait`` of several objects in one append, so one flush covers them all.
+
+        Two ``put_nowait`` calls in a row cost two flushes: the first hands off to the syncer,
+        whose flush has started before the second appends. Ingest stores an instance and its
+        header object together; each returned put waits for the whole append.
+        """
+        self._check_open()
+        dags = [build_dag(data) for data in objects]
+        need = self._submit([b for dag in dags for b in dag.blocks], hand_off=True)
+        return [PendingPut(self, dag.root_str, dict(need)) for dag in dags]
+
     def _put_blocks(self, blocks: Sequence[tuple[bytes, BlockData]]) -> None:
         """Append the blocks not yet stored, then return only when all of them are durable."""
         self._wait_durable(self._submit(blocks))
