@@ -225,8 +225,8 @@ class _Walker:
         """A bulk VR; in implicit VR, one the dictionary gives or a tag it does not know."""
         if vr is not None:
             return vr in BULK_VRS
-        known = _dictionary_vr(tag)
-        return known is None or known in _BULK_DICT_VRS
+        known = _dictionary_vr(tag)  # "OB or OW" for overlays and the like
+        return known is None or any(v in _BULK_DICT_VRS for v in known.split(" or "))
 
     def _implicit_sq(self, tag: int, value: int, length: int) -> bool:
         # Known non-sequence elements are never walked; others are if they start with an item.
