@@ -254,15 +254,55 @@ class Retrieval:
                 raise _damaged(self.ref, "format", "file meta group length is implausible")
             return None
         try:
-            part = split_part10(bytes(head[:end]))
-        except DatasetRefusedError as e:
+            meta = parse_file_meta(memoryview(head)[:end])
+        except ValueError as e:
             raise _damaged(
-                self.ref, "format", f"decrypted object is not a Part-10 file: {e.reason}"
+                self.ref, "format", f"decrypted object is not a Part-10 file: {e}"
             ) from e
-        self.observed.transfer_syntax = part.transfer_syntax
-        self.observed.sop_class = part.sop_class
-        self.observed.sop_instance = part.sop_instance
+        self.observed.transfer_syntax = meta.get(0x0010)
+        self.observed.sop_class = meta.get(0x0002)
+        self.observed.sop_instance = meta.get(0x0003)
         return end
+
+
+_META_UIDS = {0x0002, 0x0003, 0x0010}
+
+
+def parse_file_meta(meta: bytes | memoryview) -> dict[int, str]:
+    """The UIDs of a Part-10 file meta group (element number in group 0002 -> value).
+
+    Hand-parsed (explicit VR little endian, as PS3.10 fixes it): pydicom's reader costs
+    ~140 us, a quarter of streaming a CT slice. ``meta`` is the preamble through the end of
+    the group exactly; ValueError if it is not one.
+    """
+    if len(meta) < _META_FIXED or bytes(meta[128:132]) != b"DICM":
+        raise ValueError("no 'DICM' marker after the preamble")
+    found: dict[int, str] = {}
+    pos, end = 132, len(meta)
+    while pos < end:
+        if end - pos < 8:
+            raise ValueError("truncated file meta element")
+        group = int.from_bytes(meta[pos : pos + 2], "little")
+        elem = int.from_bytes(meta[pos + 2 : pos + 4], "little")
+        vr = bytes(meta[pos + 4 : pos + 6])
+        if group != 0x0002:
+            raise ValueError("element outside group 0002 in the file meta group")
+        if vr in (b"OB", b"OW", b"UN", b"SQ", b"UT", b"UC", b"UR", b"OD", b"OF", b"OL", b"OV"):
+            if end - pos < 12:
+                raise ValueError("truncated file meta element")
+            length = int.from_bytes(meta[pos + 8 : pos + 12], "little")
+            value = pos + 12
+        else:
+            length = int.from_bytes(meta[pos + 6 : pos + 8], "little")
+            value = pos + 8
+        if value + length > end:
+            raise ValueError("file meta element overruns the group")
+        if elem in _META_UIDS:
+            found[elem] = bytes(meta[value : value + length]).rstrip(b"\0 ").decode("ascii")
+        pos = value + length
+    if 0x0010 not in found:
+        raise ValueError("file meta information has no Transfer Syntax UID")
+    return found
 
 
 def retrieve(ref: InstanceRef, store: ContentStore, keys: KeyProvider) -> Retrieval:
