@@ -182,5 +182,8 @@ def header_from_part10(chunks: Iterable[Buffer], limit: int) -> bytes:
     cut = _top_level_cut(data, hts)
     prefix = bytes(data[: cut if cut is not None else len(data)])
     layout = scan(prefix, hts) if prefix else Scan(0, -1, 0, {}, True, 0, ())
-    meta = header_meta(part.sop_class or "", part.sop_instance or "", ts, part.source_ae)
+    if ts in DEFLATED:
+        meta = header_meta(part.sop_class or "", part.sop_instance or "", ts, part.source_ae)
+    else:
+        meta = bytes(buf[:meta_end])  # the object's own file meta, as ingest used it
     return meta + b"".join(header_parts(prefix, layout))
