@@ -210,24 +210,37 @@ def open_stream(key: bytes, chunks: Iterable[bytes | bytearray | memoryview]) ->
     if len(key) != KEY_BYTES:
         raise InvalidEnvelopeError()
     source = iter(chunks)
-    buf = bytearray()
+    # Only the header is gathered; the rest of the chunk it ends in is passed on as a view.
+    head = bytearray()
+    rest: memoryview = memoryview(b"")
     for chunk in source:
-        buf += chunk
-        if len(buf) >= 5:
+        view = memoryview(chunk).cast("B")
+        take = HEADER_BYTES - len(head)
+        head += view[:take]
+        rest = view[take:]
+        del view
+        if len(head) >= HEADER_BYTES:
             break
-    if len(buf) < 5 or bytes(buf[:4]) != _MAGIC:
+    chunk = b""  # the loop variable would keep the first input chunk alive to the end
+    # Every valid envelope is longer than a v2 header (the v1 header is one byte longer).
+    if len(head) < HEADER_BYTES or bytes(head[:4]) != _MAGIC:
         raise InvalidEnvelopeError()
-    if buf[4] == _VERSION_1:
-        yield from _open_v1(key, buf, source)
-    elif buf[4] == _VERSION_2:
-        yield from _open_v2(key, buf, source)
+    if head[4] == _VERSION_1:
+        yield from _open_v1(key, head, rest, source)
+    elif head[4] == _VERSION_2:
+        yield from _open_v2(key, bytes(head), rest, source)
     else:
         raise InvalidEnvelopeError()
 
 
 def _open_v1(
-    key: bytes, buf: bytearray, rest: Iterator[bytes | bytearray | memoryview]
+    key: bytes,
+    buf: bytearray,
+    first: memoryview,
+    rest: Iterator[bytes | bytearray | memoryview],
 ) -> Iterator[bytes]:
+    buf += first
+    first.release()
     for chunk in rest:
         buf += chunk
     if len(buf) < _V1_OVERHEAD or buf[5] != _ALG_AES256GCM:
@@ -246,15 +259,11 @@ def _open_v1(
 
 
 def _open_v2(
-    key: bytes, buf: bytearray, rest: Iterator[bytes | bytearray | memoryview]
+    key: bytes,
+    header: bytes,
+    first: memoryview,
+    source: Iterator[bytes | bytearray | memoryview],
 ) -> Iterator[bytes]:
-    source = iter(rest)
-    while len(buf) < HEADER_BYTES:
-        chunk = next(source, None)
-        if chunk is None:
-            raise InvalidEnvelopeError()
-        buf += chunk
-    header = bytes(buf[:HEADER_BYTES])
     segment_size = int.from_bytes(header[-4:], "big")
     if header[5] != _ALG_AES256GCM or not 1 <= segment_size <= MAX_SEGMENT_BYTES:
         raise InvalidEnvelopeError()
@@ -262,39 +271,48 @@ def _open_v2(
     aead = AESGCM(key)
     step = segment_size + TAG_BYTES
     counter = 0
-    pos = HEADER_BYTES
-    done = False
-    while True:
-        # A segment is not the last while more bytes follow it: decrypt only those.
-        while len(buf) - pos > step:
-            if counter >= _MAX_SEGMENTS - 1:
-                raise InvalidEnvelopeError()
-            nonce = _segment_nonce(prefix, counter, False)
-            try:
-                with memoryview(buf) as view:
-                    plain = aead.decrypt(nonce, view[pos : pos + step], header)
-            except InvalidTag as e:
-                raise InvalidEnvelopeError() from e
-            counter += 1
-            pos += step
+
+    def segment(data: bytes | bytearray | memoryview, last: bool) -> bytes:
+        nonlocal counter
+        if counter >= _MAX_SEGMENTS:
+            raise InvalidEnvelopeError()
+        try:
+            plain = aead.decrypt(_segment_nonce(prefix, counter, last), data, header)
+        except InvalidTag as e:
+            raise InvalidEnvelopeError() from e
+        counter += 1
+        return plain
+
+    # ``tail`` holds at most one segment: the bytes that may still be the last one. A
+    # segment is opened as not-last only once a byte after it has arrived; whole segments
+    # inside an input chunk are opened in place (no copy), only pieces are gathered.
+    tail = bytearray()
+    chunk: bytes | bytearray | memoryview | None = first
+    del first
+    while chunk is not None:
+        view = memoryview(chunk).cast("B")
+        chunk = None  # only ``view`` keeps it alive, and only while it is being used
+        if tail:
+            need = step - len(tail)
+            if len(view) <= need:
+                tail += view
+                view = memoryview(b"")
+            else:
+                tail += view[:need]
+                view = view[need:]
+                plain = segment(tail, False)
+                tail.clear()
+                yield plain
+        while len(view) > step:
+            plain = segment(view[:step], False)
+            view = view[step:]
             yield plain
-        if done:
-            break
-        del buf[:pos]
-        pos = 0
+        tail += view
+        del view  # before the next chunk is read: never two input chunks at once
         chunk = next(source, None)
-        if chunk is None:
-            done = True
-        else:
-            buf += chunk
-    if len(buf) - pos < TAG_BYTES:
+    if len(tail) < TAG_BYTES:
         raise InvalidEnvelopeError()  # no final segment: cut at a segment boundary
-    try:
-        with memoryview(buf) as view:
-            plain = aead.decrypt(_segment_nonce(prefix, counter, True), view[pos:], header)
-    except InvalidTag as e:
-        raise InvalidEnvelopeError() from e
-    yield plain
+    yield segment(tail, True)
 
 
 def keyed_hash(key: bytes, message: bytes) -> bytes:

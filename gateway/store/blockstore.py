@@ -82,7 +82,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -1235,24 +1235,25 @@ class PackBlockStore:
         self._check_open()
         return self._stream_file(cid_from_str(cid), 0)
 
-    def _stream_file(self, cid: bytes, depth: int) -> Iterator[bytes]:
+    def _stream_file(self, cid: bytes, depth: int) -> Generator[bytes, None, int]:
+        """Yield the file bytes under ``cid``; return how many. ``yield from`` (not a loop
+        variable) passes leaves up, so no frame keeps a leaf alive while the next is read."""
         if depth > 32:
             raise IntegrityError(f"DAG under {cid_to_str(cid)} is implausibly deep")
         block = self._read_block(cid)
         codec = decode_cid(cid).codec
         if codec == CODEC_RAW:
+            size = len(block)
             yield block
-            return
+            return size
         meta, links = self._file_node(cid, block)
+        del block
         total = len(meta.data)
         if meta.data:
             yield meta.data
         sizes: list[int | None] = list(meta.blocksizes) if meta.blocksizes else [None] * len(links)
         for link, expected in zip(links, sizes, strict=True):
-            got = 0
-            for part in self._stream_file(link, depth + 1):
-                got += len(part)
-                yield part
+            got = yield from self._stream_file(link, depth + 1)
             # Checked per link, not only at the end, so a short child is named where it is.
             if expected is not None and got != expected:
                 raise IntegrityError(
@@ -1263,6 +1264,7 @@ class PackBlockStore:
             raise IntegrityError(
                 f"{cid_to_str(cid)} declares {meta.filesize} bytes but holds {total}"
             )
+        return total
 
     def _file_node(self, cid: bytes, block: bytes) -> tuple[UnixFSData, list[bytes]]:
         """A dag-pb block's UnixFS file metadata and child CIDs; IntegrityError otherwise."""

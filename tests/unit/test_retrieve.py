@@ -309,3 +309,24 @@ def test_every_transfer_syntax_header_matches_its_fallback(gw: Gateway, tmp_path
             .read()
             .endswith(split_part10(path.read_bytes()).dataset)
         )
+
+
+def test_retrieve_memory_is_flat_for_a_large_instance(gw: Gateway, tmp_path: Path) -> None:
+    """A 48 MiB instance streams through retrieve holding well under a megabyte at a time."""
+    import gc
+    import tracemalloc
+
+    series = make_ct_series(tmp_path / "big", 1, rows=4096, columns=6144)  # 48 MiB of pixels
+    ingest(gw, series.files[0])
+    ref = ref_of(gw, str(split_part10(series.files[0].read_bytes()).sop_instance))
+    provider = keys(gw)
+    provider.study_key(ref.key_id)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        total = sum(len(c) for c in retrieve(ref, gw.store, provider))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total == ref.size and total > 48 << 20
+    assert peak < 1 << 20, f"peak {peak} bytes for a {total}-byte instance"
