@@ -45,9 +45,10 @@ def export_cmd(
         if report.failed:
             for f in report.failed:
                 version = "" if f.version == 1 else f" (version {f.version})"
-                out.print(
+                out.print(  # one line each, never wrapped: scripts grep for the UID
                     f"FAILED instance {f.sop_instance_uid}{version}: {escape(f.reason)}",
                     highlight=False,
+                    soft_wrap=True,
                 )
             raise fail(
                 f"{len(report.failed)} instance(s) not exported (listed above)", EXIT_SOME_FAILED
