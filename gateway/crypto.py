@@ -26,6 +26,7 @@ import os
 import re
 import secrets
 from array import array
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any, Literal
@@ -38,7 +39,6 @@ from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, hpke, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mlkem, rsa, x25519
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.errors import ConfigError, CryptoError, InvalidEnvelopeError, InvalidInputError
@@ -48,11 +48,24 @@ KemName = Literal["x25519", "mlkem768-x25519"]
 KEY_BYTES = 32
 KEY_ID_BYTES = 16
 NONCE_BYTES = 12
+TAG_BYTES = 16
 _MAGIC = b"ZTBE"
-_VERSION = 1
+_VERSION_1 = 1
+_VERSION_2 = 2
 _ALG_AES256GCM = 1
-HEADER_BYTES = len(_MAGIC) + 2 + KEY_ID_BYTES + NONCE_BYTES
-ENVELOPE_OVERHEAD = HEADER_BYTES + 16
+V1_HEADER_BYTES = len(_MAGIC) + 2 + KEY_ID_BYTES + NONCE_BYTES
+"""v1: magic, version, algorithm, key id, the one 96-bit nonce (34 bytes)."""
+NONCE_PREFIX_BYTES = 7
+HEADER_BYTES = len(_MAGIC) + 2 + KEY_ID_BYTES + NONCE_PREFIX_BYTES + 4
+"""v2: magic, version, algorithm, key id, nonce prefix, segment size u32 (33 bytes)."""
+ENVELOPE_OVERHEAD = HEADER_BYTES + TAG_BYTES
+"""The smallest v2 envelope (the empty plaintext: one final segment of tag only)."""
+SEGMENT_BYTES = 64 * 1024
+"""Default plaintext bytes per v2 segment: what a streaming reader holds at a time."""
+MAX_SEGMENT_BYTES = 16 << 20
+"""Largest segment size an opener accepts, so a header cannot make it buffer gigabytes."""
+_MAX_SEGMENTS = 1 << 32  # the counter is 32 bits
+_V1_OVERHEAD = V1_HEADER_BYTES + TAG_BYTES
 
 _KEM_IDS: dict[str, int] = {"x25519": 1, "mlkem768-x25519": 2}
 _KEM_BY_ID = {v: k for k, v in _KEM_IDS.items()}
@@ -76,65 +89,230 @@ def new_key_id() -> bytes:
     return secrets.token_bytes(KEY_ID_BYTES)
 
 
-def seal(key: bytes, key_id: bytes, plaintext: bytes) -> bytes:
-    """Encrypt ``plaintext`` under ``key``; the result carries everything but the key."""
+def _check_key(key: bytes, key_id: bytes) -> None:
     if len(key) != KEY_BYTES or len(key_id) != KEY_ID_BYTES:
         raise CryptoError("envelope key must be 32 bytes and key id 16 bytes")
-    nonce = os.urandom(NONCE_BYTES)
-    header = _MAGIC + bytes((_VERSION, _ALG_AES256GCM)) + key_id + nonce
-    return header + AESGCM(key).encrypt(nonce, plaintext, header)
 
 
-def seal_parts(key: bytes, key_id: bytes, parts: list[bytes | memoryview]) -> bytearray:
-    """``seal`` of the concatenation of ``parts``, without building the concatenation.
+def _segment_nonce(prefix: bytes, counter: int, last: bool) -> bytes:
+    """STREAM nonce (Hoang, Reyhanitabar, Rogaway, Vizár 2015; Tink's layout): 7-byte
+    per-object prefix, 32-bit big-endian segment counter, 1-byte last-segment flag."""
+    return prefix + counter.to_bytes(4, "big") + (b"\x01" if last else b"\x00")
 
-    Ingest seals file meta + a data set of up to gigabytes; streaming GCM into one
-    preallocated buffer, returned as is, means the ciphertext is the only copy made. The
-    output is identical in format to ``seal``.
+
+def seal(key: bytes, key_id: bytes, plaintext: bytes | bytearray | memoryview) -> bytes:
+    """Encrypt ``plaintext`` under ``key`` (envelope v2); the result carries all but the key."""
+    return bytes(seal_parts(key, key_id, [plaintext]))
+
+
+def seal_parts(
+    key: bytes,
+    key_id: bytes,
+    parts: list[bytes | bytearray | memoryview],
+    segment_size: int = SEGMENT_BYTES,
+) -> bytearray:
+    """Envelope v2 of the concatenation of ``parts``, without building the concatenation.
+
+    Ingest seals file meta + a data set of up to gigabytes. Each segment is encrypted
+    straight into its place in one preallocated buffer (``encrypt_into``), so the ciphertext
+    is the only full-size copy made; a segment that straddles two parts (the file meta and the
+    start of the data set) is joined first, one copy of at most ``segment_size`` bytes.
+    Measured: 77 us for a 512 KiB instance against 72 us for the single-tag v1 seal.
     """
-    if len(key) != KEY_BYTES or len(key_id) != KEY_ID_BYTES:
-        raise CryptoError("envelope key must be 32 bytes and key id 16 bytes")
-    nonce = os.urandom(NONCE_BYTES)
-    header = _MAGIC + bytes((_VERSION, _ALG_AES256GCM)) + key_id + nonce
-    total = sum(len(p) for p in parts)
-    out = bytearray(HEADER_BYTES + total + 16 + 15)  # update_into wants block-size slack
+    _check_key(key, key_id)
+    if not 1 <= segment_size <= MAX_SEGMENT_BYTES:
+        raise CryptoError(f"segment size must be 1..{MAX_SEGMENT_BYTES} bytes")
+    views = [memoryview(p).cast("B") for p in parts]
+    total = sum(len(v) for v in views)
+    count = max(1, -(-total // segment_size))
+    if count > _MAX_SEGMENTS:
+        raise CryptoError("plaintext too long for one envelope")
+    prefix = os.urandom(NONCE_PREFIX_BYTES)
+    header = (
+        _MAGIC
+        + bytes((_VERSION_2, _ALG_AES256GCM))
+        + key_id
+        + prefix
+        + segment_size.to_bytes(4, "big")
+    )
+    out = bytearray(HEADER_BYTES + total + TAG_BYTES * count)
     out[:HEADER_BYTES] = header
-    view = memoryview(out)
-    encryptor = Cipher(algorithms.AES(key), modes.GCM(nonce)).encryptor()
-    encryptor.authenticate_additional_data(header)
+    aead = AESGCM(key)
     pos = HEADER_BYTES
-    for part in parts:
-        pos += encryptor.update_into(part, view[pos:])
-    encryptor.finalize()
-    view.release()
-    out[pos : pos + 16] = encryptor.tag
-    del out[pos + 16 :]
+    part, part_pos = 0, 0
+    with memoryview(out) as view:
+        for counter in range(count):
+            want = min(segment_size, total - counter * segment_size)
+            pieces: list[memoryview] = []
+            while want:
+                while part_pos == len(views[part]):
+                    part, part_pos = part + 1, 0
+                take = min(want, len(views[part]) - part_pos)
+                pieces.append(views[part][part_pos : part_pos + take])
+                part_pos += take
+                want -= take
+            segment: bytes | memoryview = (
+                pieces[0] if len(pieces) == 1 else b"".join(pieces) if pieces else b""
+            )
+            end = pos + len(segment) + TAG_BYTES
+            nonce = _segment_nonce(prefix, counter, counter == count - 1)
+            aead.encrypt_into(nonce, segment, header, view[pos:end])
+            pos = end
     return out
 
 
-def envelope_key_id(envelope: bytes) -> bytes:
-    """The key id an envelope claims (unauthenticated until ``open_sealed`` succeeds)."""
-    if len(envelope) < ENVELOPE_OVERHEAD or envelope[:4] != _MAGIC:
+def seal_v1(key: bytes, key_id: bytes, plaintext: bytes) -> bytes:
+    """The v1 envelope (one GCM tag over everything). Only for tests of the v1 reader:
+    objects stored before v2 must stay readable, and nothing new is written this way."""
+    _check_key(key, key_id)
+    nonce = os.urandom(NONCE_BYTES)
+    header = _MAGIC + bytes((_VERSION_1, _ALG_AES256GCM)) + key_id + nonce
+    return header + AESGCM(key).encrypt(nonce, plaintext, header)
+
+
+def envelope_key_id(envelope: bytes | bytearray | memoryview) -> bytes:
+    """The key id an envelope claims (unauthenticated until it opens); v1 and v2 alike."""
+    if (
+        len(envelope) < ENVELOPE_OVERHEAD
+        or bytes(envelope[:4]) != _MAGIC
+        or envelope[4] not in (_VERSION_1, _VERSION_2)
+    ):
         raise InvalidEnvelopeError()
     return bytes(envelope[6 : 6 + KEY_ID_BYTES])
 
 
-def open_sealed(key: bytes, envelope: bytes) -> bytes:
-    """Verify then decrypt an envelope made by ``seal``. Raises InvalidEnvelopeError."""
-    if (
-        len(envelope) < ENVELOPE_OVERHEAD
-        or envelope[:4] != _MAGIC
-        or envelope[4] != _VERSION
-        or envelope[5] != _ALG_AES256GCM
-        or len(key) != KEY_BYTES
-    ):
+def open_sealed(key: bytes, envelope: bytes | bytearray | memoryview) -> bytes:
+    """Verify then decrypt a whole envelope (v1 or v2). Raises InvalidEnvelopeError.
+
+    For small objects (manifests, key files, header objects); instances are read with
+    ``open_stream`` so that memory stays bounded by a segment.
+    """
+    return b"".join(open_stream(key, (envelope,)))
+
+
+def open_stream(key: bytes, chunks: Iterable[bytes | bytearray | memoryview]) -> Iterator[bytes]:
+    """Verify and decrypt an envelope arriving as ``chunks`` of any sizes; yield plaintext.
+
+    v2: one segment at a time, each segment's tag checked before its plaintext is yielded,
+    so at most one segment plus one chunk is held. A segment is taken as the last one only
+    when the input ends right after it; its nonce carries that flag, so a stream cut at a
+    segment boundary (truncation), one with bytes or segments appended, segments reordered,
+    or segments taken from another object under the same key (other nonce prefix) fails
+    authentication at the first segment that is not what the sealer wrote. Nothing after a
+    failure is yielded; what was yielded before it was authentic but the object as a whole
+    is not, which the caller must treat as a failure of the whole read.
+
+    v1 (before segmentation) has one tag at the end: the whole ciphertext is gathered and
+    opened at once (memory is the object's size), then handed out in segment-sized pieces.
+
+    Every failure, whatever it is, raises the one opaque ``InvalidEnvelopeError``.
+    """
+    if len(key) != KEY_BYTES:
         raise InvalidEnvelopeError()
-    header = bytes(envelope[:HEADER_BYTES])
-    nonce = header[-NONCE_BYTES:]
+    source = iter(chunks)
+    # Only the header is gathered; the rest of the chunk it ends in is passed on as a view.
+    head = bytearray()
+    rest: memoryview = memoryview(b"")
+    for chunk in source:
+        view = memoryview(chunk).cast("B")
+        take = HEADER_BYTES - len(head)
+        head += view[:take]
+        rest = view[take:]
+        del view
+        if len(head) >= HEADER_BYTES:
+            break
+    chunk = b""  # the loop variable would keep the first input chunk alive to the end
+    # Every valid envelope is longer than a v2 header (the v1 header is one byte longer).
+    if len(head) < HEADER_BYTES or bytes(head[:4]) != _MAGIC:
+        raise InvalidEnvelopeError()
+    if head[4] == _VERSION_1:
+        yield from _open_v1(key, head, rest, source)
+    elif head[4] == _VERSION_2:
+        yield from _open_v2(key, bytes(head), rest, source)
+    else:
+        raise InvalidEnvelopeError()
+
+
+def _open_v1(
+    key: bytes,
+    buf: bytearray,
+    first: memoryview,
+    rest: Iterator[bytes | bytearray | memoryview],
+) -> Iterator[bytes]:
+    buf += first
+    first.release()
+    for chunk in rest:
+        buf += chunk
+    if len(buf) < _V1_OVERHEAD or buf[5] != _ALG_AES256GCM:
+        raise InvalidEnvelopeError()
+    header = bytes(buf[:V1_HEADER_BYTES])
     try:
-        return AESGCM(key).decrypt(nonce, bytes(envelope[HEADER_BYTES:]), header)
+        with memoryview(buf) as view:
+            plain = AESGCM(key).decrypt(header[-NONCE_BYTES:], view[V1_HEADER_BYTES:], header)
     except InvalidTag as e:
         raise InvalidEnvelopeError() from e
+    del buf[:]
+    for pos in range(0, len(plain), SEGMENT_BYTES):
+        yield plain[pos : pos + SEGMENT_BYTES]
+    if not plain:
+        yield b""
+
+
+def _open_v2(
+    key: bytes,
+    header: bytes,
+    first: memoryview,
+    source: Iterator[bytes | bytearray | memoryview],
+) -> Iterator[bytes]:
+    segment_size = int.from_bytes(header[-4:], "big")
+    if header[5] != _ALG_AES256GCM or not 1 <= segment_size <= MAX_SEGMENT_BYTES:
+        raise InvalidEnvelopeError()
+    prefix = header[6 + KEY_ID_BYTES : 6 + KEY_ID_BYTES + NONCE_PREFIX_BYTES]
+    aead = AESGCM(key)
+    step = segment_size + TAG_BYTES
+    counter = 0
+
+    def segment(data: bytes | bytearray | memoryview, last: bool) -> bytes:
+        nonlocal counter
+        if counter >= _MAX_SEGMENTS:
+            raise InvalidEnvelopeError()
+        try:
+            plain = aead.decrypt(_segment_nonce(prefix, counter, last), data, header)
+        except InvalidTag as e:
+            raise InvalidEnvelopeError() from e
+        counter += 1
+        return plain
+
+    # ``tail`` holds at most one segment: the bytes that may still be the last one. A
+    # segment is opened as not-last only once a byte after it has arrived; whole segments
+    # inside an input chunk are opened in place (no copy), only pieces are gathered.
+    tail = bytearray()
+    chunk: bytes | bytearray | memoryview | None = first
+    del first
+    while chunk is not None:
+        view = memoryview(chunk).cast("B")
+        chunk = None  # only ``view`` keeps it alive, and only while it is being used
+        if tail:
+            need = step - len(tail)
+            if len(view) <= need:
+                tail += view
+                view = memoryview(b"")
+            else:
+                tail += view[:need]
+                view = view[need:]
+                plain = segment(tail, False)
+                tail.clear()
+                yield plain
+        while len(view) > step:
+            plain = segment(view[:step], False)
+            view = view[step:]
+            yield plain
+        tail += view
+        del view  # before the next chunk is read: never two input chunks at once
+        chunk = next(source, None)
+    if len(tail) < TAG_BYTES:
+        raise InvalidEnvelopeError()  # no final segment: cut at a segment boundary
+    yield segment(tail, True)
 
 
 def keyed_hash(key: bytes, message: bytes) -> bytes:

@@ -56,6 +56,14 @@ _ITEM_END = 0xFFFEE00D
 _SEQ_END = 0xFFFEE0DD
 PIXEL_DATA = 0x7FE00010
 _MAX_DEPTH = 32
+PIXEL_GROUP_START = 0x7FE00000
+"""Top-level elements from here on (Float / Double Float / Pixel Data, Extended Offset Table,
+trailing padding, signatures) are bulk: left out of the header object."""
+BULK_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"UN"})
+BULK_MIN_BYTES = 64 * 1024
+"""A top-level element with a bulk VR and a value longer than this is left out of the header
+object (an overlay, an encapsulated document, a large private blob)."""
+_BULK_DICT_VRS = frozenset(v.decode() for v in BULK_VRS)
 
 
 def _dictionary_vr(tag: int) -> str | None:
@@ -111,6 +119,11 @@ class Scan:
     elements: int
     found: dict[int, Element]  # the top-level elements that were asked for
     little_endian: bool = True
+    # Where the header object's cut falls (gateway/header.py): the first top-level element of
+    # group 7FE0 or later (Pixel Data and its float siblings), and the (start, end) of every
+    # large top-level bulk element before it.
+    header_end: int = -1
+    bulk: tuple[tuple[int, int], ...] = ()
 
 
 class _Walker:
@@ -128,6 +141,8 @@ class _Walker:
         self.elements = 0
         self.pixel_offset = -1
         self.pixel_length = -1
+        self.header_end = -1
+        self.bulk: list[tuple[int, int]] = []
 
     def header(self, pos: int, end: int, implicit: bool) -> tuple[int, bytes | None, int, int]:
         """(tag, vr, length, value offset) of the element at ``pos``."""
@@ -162,11 +177,17 @@ class _Walker:
                 raise _refuse(f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) out of order")
             last_tag = tag
             self.elements += 1
-            if depth == 0 and tag == PIXEL_DATA:
-                self.pixel_offset = pos
+            start = pos
+            if depth == 0:
+                if tag == PIXEL_DATA:
+                    self.pixel_offset = pos
+                if tag >= PIXEL_GROUP_START and self.header_end < 0:
+                    self.header_end = pos
             if length == _UNDEFINED:
                 if tag == PIXEL_DATA or (vr is not None and vr not in (b"SQ", b"UN")):
                     pos = self.fragments(value, end)
+                    if depth == 0 and self.header_end < 0:  # encapsulated bulk, not pixels
+                        self.bulk.append((start, pos))
                 else:
                     nested_implicit = implicit or vr == b"UN"
                     pos = self.sequence(value, end, nested_implicit, depth + 1, None)
@@ -181,6 +202,8 @@ class _Walker:
                     self.pixel_length = length
                 elif tag in self.wanted:
                     self.found[tag] = Element(vr, value, length)
+                if length > BULK_MIN_BYTES and self.header_end < 0 and self._bulk(tag, vr):
+                    self.bulk.append((start, value + length))
             if vr == b"SQ":
                 self.sequence(value, value + length, implicit, depth + 1, value + length)
             elif vr is None and tag != PIXEL_DATA and self._implicit_sq(tag, value, length):
@@ -196,6 +219,14 @@ class _Walker:
         if in_item:
             raise _refuse("item without its delimiter (truncated data set)")
         return pos
+
+    @staticmethod
+    def _bulk(tag: int, vr: bytes | None) -> bool:
+        """A bulk VR; in implicit VR, one the dictionary gives or a tag it does not know."""
+        if vr is not None:
+            return vr in BULK_VRS
+        known = _dictionary_vr(tag)  # "OB or OW" for overlays and the like
+        return known is None or any(v in _BULK_DICT_VRS for v in known.split(" or "))
 
     def _implicit_sq(self, tag: int, value: int, length: int) -> bool:
         # Known non-sequence elements are never walked; others are if they start with an item.
@@ -251,7 +282,8 @@ def scan(
     w = _Walker(data, implicit, little, wanted)
     w.dataset(0, len(data), implicit, 0, in_item=False)
     offset = w.pixel_offset if w.pixel_offset >= 0 else len(data)
-    return Scan(offset, w.pixel_length, w.elements, w.found, little)
+    header_end = w.header_end if w.header_end >= 0 else len(data)
+    return Scan(offset, w.pixel_length, w.elements, w.found, little, header_end, tuple(w.bulk))
 
 
 def decode_header(data: bytes, transfer_syntax: str, end: int) -> Dataset:

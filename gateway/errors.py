@@ -65,3 +65,36 @@ class IntegrityError(StorageError):
 
 class AuditError(ZtbridgeError):
     """The audit log could not be written or does not verify."""
+
+
+class KeyUnavailableError(CryptoError):
+    """A study key could not be had from the key provider (no wrap, or not ours to open).
+
+    Names the key id only: never the key, the wrap or the custodian's material.
+    """
+
+
+class RetrieveError(ZtbridgeError):
+    """An instance could not be read back whole and verified (``gateway.retrieve``).
+
+    ``kind`` says what failed, for callers that report it (``verify``): ``missing`` (a block
+    is not in the store), ``damaged`` (a block does not match its CID), ``unreadable`` (the
+    store failed), ``key`` (no study key), ``unauthentic`` (an envelope tag failed),
+    ``format`` (not a Part-10 file, or a header of another instance), ``size`` / ``hash``
+    (the plaintext differs from what the index recorded). The message names the SOP Instance
+    UID and never carries key material.
+    """
+
+    def __init__(self, sop_instance_uid: str, kind: str, what: str) -> None:
+        super().__init__(f"instance {sop_instance_uid}: {what}")
+        self.sop_instance_uid = sop_instance_uid
+        self.kind = kind
+        self.what = what
+
+
+class InstanceIntegrityError(RetrieveError, IntegrityError):
+    """An instance's stored bytes fail a check: CID, envelope tag, size or SHA-256."""
+
+
+class InstanceMissingError(RetrieveError, NotFoundError):
+    """An instance's object (or a block of it) is not in the content store."""

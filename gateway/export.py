@@ -1,21 +1,27 @@
-"""Getting studies back out: decrypted Part-10 files (custodian key) or ciphertext as CAR."""
+"""Getting studies back out: decrypted Part-10 files (custodian key) or ciphertext as CAR.
+
+Every instance is read through ``gateway.retrieve`` (blocks against CIDs, envelope tags, the
+index's size and SHA-256), streamed to its file, so memory stays flat whatever its size.
+An export never overwrites a file and never stops at the first bad instance: every good one
+is written, every bad one is named in the result, so the caller can exit non-zero and say
+which instances to look at.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from sqlalchemy import select
 
-from gateway import crypto
-from gateway.dataset import split_part10
-from gateway.errors import IntegrityError, InvalidEnvelopeError, NotFoundError
-from gateway.index.models import instances, study_keys
-from gateway.keys import study_key_info, unlock_custodian
+from gateway.errors import InvalidInputError, NotFoundError, RetrieveError
+from gateway.index.models import instances
+from gateway.keys import unlock_custodian
+from gateway.retrieve import CustodianKeys, InstanceRef, retrieve
 from gateway.service import Gateway
 from gateway.validation import is_valid_uid
 
@@ -27,6 +33,32 @@ class ExportedFile:
     path: Path
     sop_instance_uid: str
     version: int
+
+
+@dataclass(frozen=True)
+class FailedInstance:
+    """One instance an export could not write, and why (the message names no key)."""
+
+    sop_instance_uid: str
+    version: int
+    reason: str
+
+
+@dataclass
+class ExportReport:
+    """What an export wrote and what it could not; ``len()`` is the number of files written
+    (what the ``export`` command printed before failures were reported)."""
+
+    written: list[ExportedFile] = field(default_factory=list)
+    failed: list[FailedInstance] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.written)
+
+    @property
+    def ok(self) -> bool:
+        """Whether every instance of the study was written."""
+        return not self.failed
 
 
 def _study_rows(gw: Gateway, study_uid: str) -> list[dict[str, object]]:
@@ -43,67 +75,83 @@ def _study_rows(gw: Gateway, study_uid: str) -> list[dict[str, object]]:
     return [dict(r._mapping) for r in rows]
 
 
+def instance_path(out_dir: Path, ref: InstanceRef) -> Path:
+    """``<out>/<Study UID>/<Series UID>/<SOP Instance UID>[.vN].dcm``.
+
+    UIDs come from outside (through the index), so each is checked to be a valid UID (digits
+    and dots, at most 64 characters) before it becomes a path component: never ``..``, a
+    slash or an empty name. InvalidInputError otherwise.
+    """
+    parts = [ref.study_uid or "", ref.series_uid or "", ref.sop_instance_uid]
+    for uid in parts:
+        if not is_valid_uid(uid) or uid in (".", ".."):
+            raise InvalidInputError(f"the index holds a UID unusable as a file name: {uid!r}")
+    suffix = f".v{ref.version}" if ref.version > 1 else ""
+    return out_dir / parts[0] / parts[1] / f"{parts[2]}{suffix}.dcm"
+
+
+def write_new_file(path: Path, chunks: Iterable[bytes]) -> None:
+    """Write ``chunks`` (an iterable of bytes) to ``path``, which must not exist.
+
+    Streamed to a unique temporary name beside it, fsync'd, then hard-linked into place:
+    ``link`` fails if the name exists, so an existing file is never replaced, even one that
+    appears while the export runs. A failure part-way removes the temporary file, so no
+    partial ``.dcm`` is ever left. FileExistsError if the file exists.
+    """
+    if path.exists():
+        raise FileExistsError(str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def export_study(
     gw: Gateway,
     study_uid: str,
     out_dir: Path,
     passphrase: str | None,
     progress: Callable[[ExportedFile], None] | None = None,
-) -> list[ExportedFile]:
+) -> ExportReport:
     """Decrypt every stored instance (every version) of a study into ``out_dir``.
 
-    Files are named by series and order of arrival, never by UID: UIDs come from outside.
-    Each object is checked on the way: blocks against their CID (store), the envelope's
-    authentication tag (crypto), and the plaintext's SHA-256 against the index.
+    Layout: ``instance_path``. Each instance is streamed through ``retrieve`` and written
+    only if it verifies whole (the last bytes are held back until its hash is checked, and
+    the file is linked into place only after that); one that fails, or whose file already
+    exists, is recorded in ``failed`` and the export goes on with the next.
     """
     rows = _study_rows(gw, study_uid)
-    custodian = unlock_custodian(gw.keys_dir, passphrase)
-    with gw.db.read() as conn:
-        wraps = {
-            r.key_id: r.custodian_wrap
-            for r in conn.execute(select(study_keys).where(study_keys.c.study_uid == study_uid))
-        }
-    keys: dict[str, bytes] = {}
-    series_numbers: dict[str, int] = {}
-    instance_numbers: dict[str, int] = {}  # SOP Instance UID -> its number in its series
-    per_series: dict[str, int] = {}
-    seen_paths: set[Path] = set()
+    keys = CustodianKeys(gw.db, unlock_custodian(gw.keys_dir, passphrase))
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    report = ExportReport()
     for row in rows:
-        key_id = str(row["key_id"])
-        if key_id not in keys:
-            try:
-                keys[key_id] = crypto.unwrap(custodian, wraps[key_id], study_key_info(key_id))
-            except (KeyError, InvalidEnvelopeError) as e:
-                raise IntegrityError(f"study key {key_id} cannot be unwrapped") from e
-        sop = str(row["sop_instance_uid"])
+        ref = InstanceRef.from_row(row)
         try:
-            obj = crypto.open_sealed(keys[key_id], gw.store.get(str(row["cid"])))
-        except InvalidEnvelopeError as e:
-            raise IntegrityError(f"instance {sop}: ciphertext fails authentication") from e
-        if hashlib.sha256(split_part10(obj).dataset).hexdigest() != row["sha256"]:
-            raise IntegrityError(f"instance {sop}: plaintext hash differs from the index")
-        series = str(row["series_uid"])
-        number = series_numbers.setdefault(series, len(series_numbers) + 1)
-        if sop not in instance_numbers:
-            per_series[series] = per_series.get(series, 0) + 1
-            instance_numbers[sop] = per_series[series]
-        version = int(str(row["version"]))
-        name = f"IM{instance_numbers[sop]:06d}" + (f".v{version}" if version > 1 else "")
-        path = out_dir / f"series-{number:03d}" / f"{name}.dcm"
-        if path in seen_paths:  # cannot happen: names are per instance and version
-            raise IntegrityError(f"export would overwrite {path}")
-        seen_paths.add(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".part")
-        tmp.write_bytes(obj)
-        os.replace(tmp, path)
-        item = ExportedFile(path, sop, version)
-        written.append(item)
+            path = instance_path(out_dir, ref)
+            write_new_file(path, retrieve(ref, gw.store, keys))
+        except RetrieveError as e:
+            report.failed.append(FailedInstance(ref.sop_instance_uid, ref.version, e.what))
+            continue
+        except InvalidInputError as e:
+            report.failed.append(FailedInstance(ref.sop_instance_uid, ref.version, str(e)))
+            continue
+        except FileExistsError:
+            why = f"{path} exists; not overwritten"
+            report.failed.append(FailedInstance(ref.sop_instance_uid, ref.version, why))
+            continue
+        item = ExportedFile(path, ref.sop_instance_uid, ref.version)
+        report.written.append(item)
         if progress is not None:
             progress(item)
-    return written
+    return report
 
 
 def export_car(gw: Gateway, study_uid: str, out: BinaryIO) -> tuple[int, int]:
@@ -112,3 +160,30 @@ def export_car(gw: Gateway, study_uid: str, out: BinaryIO) -> tuple[int, int]:
     roots = list(dict.fromkeys(str(r["cid"]) for r in rows))
     blocks = gw.store.export_car(roots, out)
     return len(roots), blocks
+
+
+def export_car_file(gw: Gateway, study_uid: str, path: Path) -> tuple[int, int]:
+    """``export_car`` into a new file ``path``; refuses (InvalidInputError) if it exists.
+
+    Written to a temporary name and linked into place, so a failure part-way (a missing or
+    damaged block) leaves nothing, and an existing file is never replaced.
+    """
+    if path.exists():
+        raise InvalidInputError(f"{path} exists: choose another --out (it is never overwritten)")
+    if not path.parent.is_dir():
+        raise InvalidInputError(
+            f"folder {path.parent} does not exist: create it or choose another --out"
+        )
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+    try:
+        with tmp.open("xb") as f:
+            counts = export_car(gw, study_uid, f)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError as e:
+            raise InvalidInputError(f"{path} appeared meanwhile; not overwritten") from e
+    finally:
+        tmp.unlink(missing_ok=True)
+    return counts

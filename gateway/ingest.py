@@ -32,6 +32,7 @@ from gateway.dimse_status import (
 )
 from gateway.dimse_status import STATUS_SUCCESS as STATUS_SUCCESS  # re-exported
 from gateway.errors import DatasetRefusedError, StorageError
+from gateway.header import header_sections
 from gateway.index.database import Database, Tx
 from gateway.index.models import instances, studies, study_keys
 from gateway.keys import StudyKey, StudyKeyCache
@@ -206,7 +207,8 @@ class Ingestor:
                 STATUS_OUT_OF_RESOURCES,
             )
         plain = inflate(raw, self._max_bytes) if ts in DEFLATED else raw
-        doc = read_indexed(plain, scan(plain, ts, WANTED))
+        layout = scan(plain, ts, WANTED)
+        doc = read_indexed(plain, layout)
         ids = required_identifiers(
             first_strings(doc), incoming.declared_sop_class, incoming.declared_sop_instance
         )
@@ -223,7 +225,11 @@ class Ingestor:
         meta = file_meta(ids["SOPClassUID"], sop_uid, ts, incoming.source_ae or origin.calling_ae)
         key, key_is_new = self._keys.issue(study_uid)
         ciphertext = crypto.seal_parts(key.key, bytes.fromhex(key.key_id), [meta, raw])
-        pending = self._store.put_nowait(ciphertext)  # the flush runs while SQL executes
+        source = incoming.source_ae or origin.calling_ae
+        header = header_sections(meta, ts, plain, layout, ids["SOPClassUID"], sop_uid, source)
+        sealed_header = crypto.seal_parts(key.key, bytes.fromhex(key.key_id), header)
+        # One append for both (one flush); the flush runs while SQL executes.
+        pending, header_pending = self._store.put_many_nowait([ciphertext, sealed_header])
         cid = pending.cid
         dataset_sha = digest.result()
 
@@ -250,6 +256,7 @@ class Ingestor:
                         transfer_syntax=ts,
                         patient_id=ids["PatientID"],
                         cid=cid,
+                        header_cid=header_pending.cid,
                         stored_size=len(ciphertext),
                         size=len(meta) + len(raw),
                         sha256=dataset_sha,
@@ -270,6 +277,7 @@ class Ingestor:
                 )
             # Before COMMIT: a committed row must never point at an object not yet durable.
             pending.wait()
+            header_pending.wait()
         if key_is_new and outcome is not Outcome.DUPLICATE:  # only a key whose row committed
             self._keys.remember(study_uid, key)
         self._remember_patient(study_uid, ids["PatientID"])

@@ -14,8 +14,6 @@ custodian key and the chain are assumed intact.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -33,12 +31,11 @@ from gateway.anchoring.manifest import (
 )
 from gateway.anchoring.outbox import ANCHORED, audit_root
 from gateway.audit import AuditEntry, entry_hash, verify_chain
-from gateway.dataset import split_part10
 from gateway.errors import (
-    DatasetRefusedError,
     IntegrityError,
     InvalidEnvelopeError,
     NotFoundError,
+    RetrieveError,
     StorageError,
     ZtbridgeError,
 )
@@ -47,11 +44,10 @@ from gateway.index.models import (
     anchor_batches,
     audit_anchors,
     instances,
-    study_keys,
 )
-from gateway.keys import study_key_info
 from gateway.ledger.errors import LedgerError
 from gateway.merkle import merkle_root
+from gateway.retrieve import CustodianKeys, InstanceRef, open_object, retrieve
 from gateway.service import Gateway
 from gateway.validation import is_valid_uid
 
@@ -94,46 +90,6 @@ LedgerFor = Callable[[int], "Ledger"]
 
 def _label(sop: str, version: int) -> str:
     return sop if version == 1 else f"{sop} (version {version})"
-
-
-def _fetch(gw: Gateway, cid: str) -> tuple[bytes | None, str | None]:
-    """The object's bytes, or why it cannot be had (missing, or a block not matching its CID)."""
-    try:
-        return gw.store.get(cid), None
-    except NotFoundError as e:
-        return None, f"stored object {cid} is missing ({e})"
-    except IntegrityError as e:
-        return None, f"stored object {cid} is damaged: {e}"
-    except StorageError as e:
-        return None, f"stored object {cid} cannot be read: {e}"
-
-
-class _Keys:
-    """Study keys by key id: from the capsule, the manifest's wraps, or the index's wraps."""
-
-    def __init__(self, gw: Gateway, pair: crypto.KeyPair) -> None:
-        self._gw = gw
-        self._pair = pair
-        self._keys: dict[str, bytes] = {}
-
-    def add(self, key_id: str, key: bytes) -> None:
-        self._keys.setdefault(key_id, key)
-
-    def add_wrap(self, key_id: str, wrap: bytes) -> None:
-        if key_id in self._keys:
-            return
-        with contextlib.suppress(InvalidEnvelopeError):  # not ours, or damaged: try others
-            self._keys[key_id] = crypto.unwrap(self._pair, wrap, study_key_info(key_id))
-
-    def get(self, key_id: str) -> bytes | None:
-        if key_id not in self._keys:
-            with self._gw.db.read() as conn:
-                row = conn.execute(
-                    select(study_keys.c.custodian_wrap).where(study_keys.c.key_id == key_id)
-                ).first()
-            if row is not None:
-                self.add_wrap(key_id, bytes(row.custodian_wrap))
-        return self._keys.get(key_id)
 
 
 class Verifier:
@@ -231,7 +187,7 @@ class Verifier:
             self.problem(f"{name}: the index's Merkle root differs from the on-chain one", study)
         if record.manifest_cid != row.manifest_cid:
             self.problem(f"{name}: the index's manifest CID differs from the on-chain one", study)
-        keys = _Keys(self.gw, self.pair)
+        keys = CustodianKeys(self.gw.db, self.pair)
         manifest = self._manifest(row, record, keys, name)
         members = self._members(row.id)
         if manifest is None:
@@ -268,7 +224,7 @@ class Verifier:
         if actual and merkle_root(actual) != root and len(self.report.problems) == before:
             self.problem(f"{name}: the stored instances do not rebuild the anchored root", study)
 
-    def _manifest(self, row: Any, record: Any, keys: _Keys, name: str) -> Manifest | None:
+    def _manifest(self, row: Any, record: Any, keys: CustodianKeys, name: str) -> Manifest | None:
         study = row.study_uid
         manifest_key: bytes | None = None
         try:
@@ -291,17 +247,25 @@ class Verifier:
             except InvalidEnvelopeError:
                 self.problem(f"{name}: neither the capsule nor the index opens the manifest", study)
                 return None
-        data, why = _fetch(self.gw, record.manifest_cid)
-        if data is None:
-            self.problem(f"{name}: manifest: {why}", study)
-            return None
+        cid = record.manifest_cid
         try:
-            manifest = Manifest.from_bytes(crypto.open_sealed(manifest_key, data))
-        except InvalidEnvelopeError:
-            self.problem(f"{name}: manifest {record.manifest_cid} fails authentication", study)
+            plain = open_object(self.gw.store, cid, manifest_key)
+        except NotFoundError as e:
+            self.problem(f"{name}: manifest: stored object {cid} is missing ({e})", study)
             return None
         except IntegrityError as e:
-            self.problem(f"{name}: manifest {record.manifest_cid}: {e}", study)
+            self.problem(f"{name}: manifest: stored object {cid} is damaged: {e}", study)
+            return None
+        except StorageError as e:
+            self.problem(f"{name}: manifest: stored object {cid} cannot be read: {e}", study)
+            return None
+        except InvalidEnvelopeError:
+            self.problem(f"{name}: manifest {cid} fails authentication", study)
+            return None
+        try:
+            manifest = Manifest.from_bytes(plain)
+        except IntegrityError as e:
+            self.problem(f"{name}: manifest {cid}: {e}", study)
             return None
         if manifest.record_id != record.record_id or manifest.study_uid != study:
             self.problem(f"{name}: the manifest belongs to another record or study", study)
@@ -310,47 +274,49 @@ class Verifier:
         return manifest
 
     def _check_object(
-        self, study: str, label: str, entry: ManifestEntry, keys: _Keys
+        self, study: str, label: str, entry: ManifestEntry, keys: CustodianKeys
     ) -> bytes | None:
-        """Fetch, decrypt and hash one instance; its actual leaf bytes (None if unreadable)."""
+        """Read one instance through ``retrieve`` against the manifest's record of it; its
+        actual leaf bytes (None if it could not be read whole)."""
         self.report.instances += 1
         self.progress()
-        data, why = _fetch(self.gw, entry.cid)
-        if data is None:
-            self.problem(why or "unreadable", study, label)
-            return None
-        key = keys.get(entry.key_id)
-        if key is None:
-            self.problem(f"study key {entry.key_id} cannot be recovered", study, label)
-            return None
+        ref = InstanceRef(
+            entry.sop_instance,
+            entry.version,
+            entry.cid,
+            entry.key_id,
+            entry.sha256.hex(),
+            entry.size,
+        )
+        reading = retrieve(ref, self.gw.store, keys)
+        seen = reading.observed
         try:
-            plain = crypto.open_sealed(key, data)
-            part = split_part10(plain)
-        except InvalidEnvelopeError:
-            self.problem(f"stored object {entry.cid} fails authentication", study, label)
+            for _ in reading:
+                pass
+        except RetrieveError as e:
+            if e.kind == "key":
+                self.problem(f"study key {entry.key_id} cannot be recovered", study, label)
+            elif e.kind == "size":
+                self.problem(
+                    f"decrypted size {seen.size} differs from the manifest's {entry.size}",
+                    study,
+                    label,
+                )
+            elif e.kind == "hash":
+                self.problem(
+                    "SHA-256 of the decrypted data set differs from the manifest", study, label
+                )
+            else:
+                self.problem(e.what, study, label)
             return None
-        except DatasetRefusedError as e:
-            self.problem(f"decrypted object is not a Part-10 file: {e.reason}", study, label)
-            return None
-        sha = hashlib.sha256(part.dataset).digest()
-        if sha != entry.sha256:
-            self.problem(
-                "SHA-256 of the decrypted data set differs from the manifest", study, label
-            )
-        if len(plain) != entry.size:
-            self.problem(
-                f"decrypted size {len(plain)} differs from the manifest's {entry.size}",
-                study,
-                label,
-            )
-        if (part.sop_class or "") != entry.sop_class:
+        if (seen.sop_class or "") != entry.sop_class:
             self.problem("SOP Class differs from the manifest", study, label)
         return leaf_bytes(
             ManifestEntry(
                 entry.cid,
-                sha,
-                len(plain),
-                part.sop_class or "",
+                bytes.fromhex(seen.sha256 or ""),
+                seen.size,
+                seen.sop_class or "",
                 entry.sop_instance,
                 entry.version,
                 entry.key_id,

@@ -67,6 +67,10 @@ instances = Table(
     Column("transfer_syntax", UID, nullable=False),
     Column("patient_id", String(64), nullable=False),
     Column("cid", String(100), nullable=False),
+    # The header object (gateway/header.py): the data set without bulk data, sealed on its
+    # own. NULL for rows stored before it existed: readers then cut the header from the
+    # object itself.
+    Column("header_cid", String(100), nullable=True),
     Column("stored_size", Integer, nullable=False),
     Column("size", Integer, nullable=False),
     # SHA-256 of the data set exactly as the sender encoded it (the file meta group is ours).

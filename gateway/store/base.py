@@ -8,7 +8,7 @@ most 174 links a node), so an object can move between them and keep its address.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
@@ -52,10 +52,27 @@ class ContentStore(Protocol):
         """
         ...
 
+    def put_many_nowait(
+        self, objects: Sequence[bytes | bytearray | memoryview]
+    ) -> Sequence[PendingObject]:
+        """``put_nowait`` of several objects at once, sharing one flush; CIDs in order."""
+        ...
+
     def get(self, cid: str) -> bytes:
-        """Return the object's bytes; every block is checked against its CID on the way.
+        """Return the object's bytes, every block checked against its CID on the way.
+
+        Holds the whole object: for small ones (manifests, headers); ``open`` streams.
 
         Raises NotFoundError when a block is missing, IntegrityError when one does not match.
+        """
+        ...
+
+    def open(self, cid: str) -> Iterator[bytes]:
+        """Stream the object's bytes block by block, each block checked against its CID
+        before any of it is yielded; memory is bounded by a block, not the object.
+
+        Raises NotFoundError / IntegrityError when the walk reaches a missing or damaged
+        block, after the earlier blocks were yielded (treat that as a failed read).
         """
         ...
 

@@ -82,7 +82,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -104,6 +104,7 @@ from gateway.store.unixfs import (
     UNIXFS_FILE,
     UNIXFS_RAW,
     BlockData,
+    UnixFSData,
     block_matches,
     build_dag,
     cid_from_str,
@@ -820,6 +821,20 @@ class PackBlockStore:
         dag = build_dag(data)
         return PendingPut(self, dag.root_str, self._submit(dag.blocks, hand_off=True))
 
+    def put_many_nowait(
+        self, objects: Sequence[bytes | bytearray | memoryview]
+    ) -> list[PendingPut]:
+        """``put_nowait`` of several objects in one append, so one flush covers them all.
+
+        Two ``put_nowait`` calls in a row cost two flushes: the first hands off to the syncer,
+        whose flush has started before the second appends. Ingest stores an instance and its
+        header object together; each returned put waits for the whole append.
+        """
+        self._check_open()
+        dags = [build_dag(data) for data in objects]
+        need = self._submit([b for dag in dags for b in dag.blocks], hand_off=True)
+        return [PendingPut(self, dag.root_str, dict(need)) for dag in dags]
+
     def _put_blocks(self, blocks: Sequence[tuple[bytes, BlockData]]) -> None:
         """Append the blocks not yet stored, then return only when all of them are durable."""
         self._wait_durable(self._submit(blocks))
@@ -1212,6 +1227,68 @@ class PackBlockStore:
         parts: list[bytes] = []
         self._walk_file(cid_from_str(cid), parts, 0)
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def open(self, cid: str) -> Iterator[bytes]:
+        """Stream a UnixFS file block by block, each checked against its CID before any of
+        its bytes is yielded.
+
+        Memory is one leaf (256 KiB) plus the parents on the path to it, whatever the
+        object's size. A missing or damaged block raises NotFoundError / IntegrityError when
+        the walk reaches it, after the blocks before it were yielded: the caller must treat
+        a read that raises as a failed read of the whole object. The CID is parsed before
+        the first ``next`` (the generator is created lazily, so this checks it eagerly).
+        """
+        self._check_open()
+        return self._stream_file(cid_from_str(cid), 0)
+
+    def _stream_file(self, cid: bytes, depth: int) -> Generator[bytes, None, int]:
+        """Yield the file bytes under ``cid``; return how many. ``yield from`` (not a loop
+        variable) passes leaves up, so no frame keeps a leaf alive while the next is read."""
+        if depth > 32:
+            raise IntegrityError(f"DAG under {cid_to_str(cid)} is implausibly deep")
+        block = self._read_block(cid)
+        codec = decode_cid(cid).codec
+        if codec == CODEC_RAW:
+            size = len(block)
+            yield block
+            return size
+        meta, links = self._file_node(cid, block)
+        del block
+        total = len(meta.data)
+        if meta.data:
+            yield meta.data
+        sizes: list[int | None] = list(meta.blocksizes) if meta.blocksizes else [None] * len(links)
+        for link, expected in zip(links, sizes, strict=True):
+            got = yield from self._stream_file(link, depth + 1)
+            # Checked per link, not only at the end, so a short child is named where it is.
+            if expected is not None and got != expected:
+                raise IntegrityError(
+                    f"{cid_to_str(cid)} says {expected} bytes under a link, it holds {got}"
+                )
+            total += got
+        if meta.filesize is not None and meta.filesize != total:
+            raise IntegrityError(
+                f"{cid_to_str(cid)} declares {meta.filesize} bytes but holds {total}"
+            )
+        return total
+
+    def _file_node(self, cid: bytes, block: bytes) -> tuple[UnixFSData, list[bytes]]:
+        """A dag-pb block's UnixFS file metadata and child CIDs; IntegrityError otherwise."""
+        codec = decode_cid(cid).codec
+        if codec != CODEC_DAG_PB:
+            raise IntegrityError(f"block {cid_to_str(cid)} has codec 0x{codec:x}, not a file")
+        try:
+            node = decode_dag_pb(block)
+            if node.data is None:
+                raise ValueError("dag-pb node without UnixFS Data")
+            meta = decode_unixfs(node.data)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise IntegrityError(f"block {cid_to_str(cid)} is not a UnixFS node: {e}") from e
+        if meta.type not in (UNIXFS_FILE, UNIXFS_RAW):
+            raise IntegrityError(f"{cid_to_str(cid)} is UnixFS type {meta.type}, not a file")
+        if meta.blocksizes and len(meta.blocksizes) != len(node.links):
+            raise IntegrityError(f"{cid_to_str(cid)}: blocksizes do not match its links")
+        return meta, [link.cid for link in node.links]
 
     def _walk_file(self, cid: bytes, out: list[bytes], depth: int) -> int:
         """Append the file bytes under ``cid`` to ``out``; return how many."""

@@ -98,6 +98,9 @@ class FailingStore:
             raise StorageError("writing pack: [Errno 28] No space left on device")
         return FailingFlush()
 
+    def put_many_nowait(self, objects: list[bytes]) -> list[FailingFlush]:
+        return [self.put_nowait(o) for o in objects]
+
     def __getattr__(self, name: str) -> object:
         return getattr(self.real, name)
 
