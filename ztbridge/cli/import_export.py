@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from gateway.anchoring.drain import drain
 from gateway.anchoring.service import Anchoring
@@ -79,15 +80,34 @@ def _anchor_import(anchoring: Anchoring, studies: set[str]) -> None:
         out.print(f"anchoring: {len(sealed)} batches sealed, {result.batches} anchored")
 
 
+EXIT_SOME_FAILED = 2
+"""``export`` wrote what it could but some instances failed (named on stdout)."""
+
+
 def export_cmd(
     study: Annotated[str, typer.Option("--study", help="Study Instance UID")],
     out_dir: Annotated[Path, typer.Option("--out", help="folder to write Part-10 files into")],
 ) -> None:
-    """Decrypt a study with the custodian key into Part-10 files."""
+    """Decrypt a study with the custodian key into <out>/<study>/<series>/<SOP>.dcm files.
+
+    Never overwrites a file. Every instance that verifies is written; each one that does not
+    (damaged, missing, or its file already exists) is named, and the exit code is 2.
+    """
     with gateway() as gw:
         with progress() as bar:
             task = bar.add_task("exporting", total=None)
-            files = export_study(
+            report = export_study(
                 gw, study, out_dir, custodian_passphrase(gw), lambda _f: bar.advance(task)
             )
-        out.print(f"{len(files)} files written under {out_dir}")
+        out.print(f"{len(report.written)} files written under {out_dir}")
+        if report.failed:
+            for f in report.failed:
+                version = "" if f.version == 1 else f" (version {f.version})"
+                out.print(  # one line each, never wrapped: scripts grep for the UID
+                    f"FAILED instance {f.sop_instance_uid}{version}: {escape(f.reason)}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+            raise fail(
+                f"{len(report.failed)} instance(s) not exported (listed above)", EXIT_SOME_FAILED
+            )

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from gateway.export import export_car
+from gateway.errors import InvalidInputError
+from gateway.export import export_car_file
 from gateway.store_check import StoreCheck
 from ztbridge.cli.console import fail, out
 from ztbridge.cli.context import gateway
@@ -19,20 +20,17 @@ app = typer.Typer(help="The content store (ciphertext objects addressed by CID).
 @app.command("export-car")
 def store_export_car(
     study: Annotated[str, typer.Option("--study", help="Study Instance UID")],
-    out_file: Annotated[Path, typer.Option("--out", help="CAR file to write")],
+    out_file: Annotated[Path, typer.Option("--out", help="CAR file to write (must not exist)")],
 ) -> None:
-    """Write a study's ciphertext objects as a CARv1 file ('ipfs dag import' accepts it)."""
-    if not out_file.parent.is_dir():
-        raise fail(f"folder {out_file.parent} does not exist: create it or choose another --out")
+    """Write a study's ciphertext objects as a CARv1 file ('ipfs dag import' accepts it).
+
+    Refuses an existing file; a failure part-way leaves no file.
+    """
     with gateway() as gw:
-        tmp = out_file.with_suffix(out_file.suffix + ".part")
         try:
-            with tmp.open("wb") as f:
-                objects, blocks = export_car(gw, study, f)
-            tmp.replace(out_file)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+            objects, blocks = export_car_file(gw, study, out_file)
+        except InvalidInputError as e:
+            raise fail(str(e)) from e
         out.print(f"{objects} objects, {blocks} blocks written to {out_file}")
 
 

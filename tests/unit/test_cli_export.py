@@ -1,6 +1,6 @@
-"""The thin export commands (``ztbridge/cli_new_export.py``), run through typer in process.
+"""The export commands (``ztbridge/cli/import_export.py``, ``store.py``), in process.
 
-They are not registered in the CLI yet; here each is mounted on a throwaway app.
+Each is mounted on a throwaway typer app.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from gateway.service import open_gateway
 from gateway.settings import load_settings
 from tests.support.dicomgen import Series, make_ct_series
 from tests.unit.test_retrieve import flip_in_packs
-from ztbridge.cli_new_export import export_cmd, store_export_car
+from ztbridge.cli.import_export import export_cmd
+from ztbridge.cli.store import store_export_car
 
 PASSPHRASE = "unit-test-passphrase"
 
