@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.dml import Insert
@@ -97,6 +97,21 @@ class FastTx:
         return _Result(self._cursor)
 
 
+# Nullable columns added to existing tables after a home was first written. ``create_all``
+# creates missing tables only, so an index written by an earlier version gains these here.
+# A stop-gap until Alembic migrations (the next index change) take this over.
+_ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (("instances", "header_cid", "VARCHAR(100)"),)
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    inspector = inspect(engine)
+    for table, column, ddl in _ADDED_COLUMNS:
+        present = {c["name"] for c in inspector.get_columns(table)}
+        if column not in present:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}")
+
+
 class Database:
     """The index engine plus a write lock; ``write()`` is the only way to change rows."""
 
@@ -120,6 +135,7 @@ class Database:
                     self._writer, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE")
                 )
             metadata.create_all(self.engine)
+            _add_missing_columns(self.engine)
         except SQLAlchemyError as e:
             raise StorageError(f"cannot open the index at {url}: {e}") from e
         self._write_lock = threading.Lock()
