@@ -15,7 +15,9 @@ import contextlib
 import errno
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO, TypeVar
 
 from gateway.errors import InvalidInputError
 
@@ -83,6 +85,34 @@ def write_new_file(path: Path, data: bytes, *, mode: int = 0o600) -> None:
         raise InvalidInputError(f"cannot write {path}: {e.strerror}") from e
     if not created:
         raise InvalidInputError(f"{path} already exists: move it away or choose another name")
+
+
+T = TypeVar("T")
+
+
+def create_streamed(path: Path, fill: Callable[[BinaryIO], T], *, mode: int = 0o600) -> T:
+    """Create ``path`` from what ``fill`` writes to it, never over an existing file.
+
+    For files too large to hold (exported instances, CAR files): ``fill`` writes to a unique
+    temporary file beside ``path``, which is fsynced and then hard-linked into place, so an
+    existing name (even one that appears meanwhile) is never replaced, and a failure part-way
+    (``fill`` raising) leaves no file. FileExistsError if ``path`` exists.
+    """
+    if path.exists() or path.is_symlink():
+        raise FileExistsError(str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            result = fill(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_folder_best_effort(path.parent)
+    return result
 
 
 def replace_file(path: Path, data: bytes, *, mode: int = 0o600) -> None:

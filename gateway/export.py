@@ -9,8 +9,6 @@ which instances to look at.
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import BinaryIO
 
 from sqlalchemy import select
 
+from gateway.durable import create_streamed
 from gateway.errors import InvalidInputError, NotFoundError, RetrieveError
 from gateway.index.models import instances
 from gateway.keys import unlock_custodian
@@ -91,27 +90,14 @@ def instance_path(out_dir: Path, ref: InstanceRef) -> Path:
 
 
 def write_new_file(path: Path, chunks: Iterable[bytes]) -> None:
-    """Write ``chunks`` (an iterable of bytes) to ``path``, which must not exist.
+    """Write ``chunks`` to ``path``, which must not exist (FileExistsError), through the one
+    durable writer: fsync'd, linked into place, never over a file, no partial file left."""
 
-    Streamed to a unique temporary name beside it, fsync'd, then hard-linked into place:
-    ``link`` fails if the name exists, so an existing file is never replaced, even one that
-    appears while the export runs. A failure part-way removes the temporary file, so no
-    partial ``.dcm`` is ever left. FileExistsError if the file exists.
-    """
-    if path.exists():
-        raise FileExistsError(str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.link(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    def fill(f: BinaryIO) -> None:
+        for chunk in chunks:
+            f.write(chunk)
+
+    create_streamed(path, fill)
 
 
 def export_study(
@@ -174,16 +160,7 @@ def export_car_file(gw: Gateway, study_uid: str, path: Path) -> tuple[int, int]:
         raise InvalidInputError(
             f"folder {path.parent} does not exist: create it or choose another --out"
         )
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
     try:
-        with tmp.open("xb") as f:
-            counts = export_car(gw, study_uid, f)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError as e:
-            raise InvalidInputError(f"{path} appeared meanwhile; not overwritten") from e
-    finally:
-        tmp.unlink(missing_ok=True)
-    return counts
+        return create_streamed(path, lambda f: export_car(gw, study_uid, f))
+    except FileExistsError as e:
+        raise InvalidInputError(f"{path} appeared meanwhile; not overwritten") from e

@@ -28,7 +28,8 @@ SECOND = Origin(kind="dimse", actor="CT01@10.0.0.6")
 
 
 class SendsFirstAtPut:
-    """The real store; on the first ``put_nowait`` the other sender's copy is ingested and
+    """The real store; on the first put (``put_many_nowait``: the instance with its header
+    object) the other sender's copy is ingested and
     committed first (in its own thread, as a second association would), then the put runs."""
 
     def __init__(self, gw: Gateway, incoming: Incoming) -> None:
@@ -37,7 +38,7 @@ class SendsFirstAtPut:
         self._incoming = incoming
         self.other: Receipt | None = None
 
-    def put_nowait(self, data: bytes) -> Any:
+    def put_many_nowait(self, objects: Any) -> Any:
         if self.other is None:
             done: list[Receipt] = []
             t = threading.Thread(
@@ -47,7 +48,7 @@ class SendsFirstAtPut:
             t.start()
             t.join(timeout=60)
             self.other = done[0]
-        return self._store.put_nowait(data)
+        return self._store.put_many_nowait(objects)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
