@@ -55,6 +55,20 @@ study_keys = Table(
     Column("created_at", String(40), nullable=False),
 )
 
+# One HPKE wrap of a study key per recipient (docs/ledger.md, "Key wraps per recipient"):
+# "custodian" always, "user:<0x checksum address>" for a patient linked to the study's Patient
+# ID and every doctor it is shared with. Written in the ingest transaction (gateway/keywraps.py);
+# rows of homes written before this table fall back to ``study_keys.custodian_wrap``.
+key_wraps = Table(
+    "key_wraps",
+    metadata,
+    Column("key_id", String(32), ForeignKey("study_keys.key_id"), primary_key=True),
+    Column("recipient", String(80), primary_key=True),
+    Column("kem", String(32), nullable=False),
+    Column("wrap", LargeBinary, nullable=False),
+    Column("created_at", String(40), nullable=False),
+)
+
 instances = Table(
     "instances",
     metadata,
