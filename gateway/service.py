@@ -136,7 +136,7 @@ def open_gateway(
     devices = DeviceRegistry(db, audit, clock)
     anchoring = None
     if accounts is not None:
-        anchoring = Anchoring(settings, db, store, keys, custodian, audit, clock, accounts)
+        anchoring = Anchoring(settings, db, store, custodian, audit, clock, accounts)
     return Gateway(
         settings=settings,
         clock=clock,

@@ -26,7 +26,7 @@ from gateway.clock import Clock
 from gateway.errors import AuditError, StorageError
 from gateway.index.database import Database
 from gateway.index.models import anchor_batches, audit_anchors
-from gateway.keys import CustodianPublic, StudyKeyCache
+from gateway.keys import CustodianPublic
 from gateway.ledger.accounts import GatewayAccounts
 from gateway.ledger.errors import LedgerError
 from gateway.ledger.lock import LedgerLock
@@ -61,7 +61,6 @@ class Anchoring:
         settings: Settings,
         db: Database,
         store: ContentStore,
-        keys: StudyKeyCache,
         custodian: CustodianPublic,
         audit: AuditLog,
         clock: Clock,
@@ -73,7 +72,7 @@ class Anchoring:
         self.clock = clock
         self.custodian = custodian
         self.accounts = accounts
-        self.sealer = BatchSealer(db, store, keys, custodian, accounts.record_secret, clock)
+        self.sealer = BatchSealer(db, store, custodian, accounts.record_secret, clock)
         self.outbox = Outbox(db, clock)
         self.lock = LedgerLock(settings.home / "ledger" / "LOCK")
         self._released: set[str] = set()
