@@ -23,6 +23,7 @@ MANIFEST_FORMAT = "ztbridge-manifest-v1"
 LEAF_VERSION = 1
 CAPSULE_VERSION = 2
 RECORD_ID_CONTEXT = b"ztbridge/record-id/v1\x00"
+STUDY_ID_CONTEXT = b"ztbridge/study-id/v1\x00"
 CAPSULE_INFO = b"ztbridge/capsule/v1/"
 MANIFEST_KEY_INFO = b"ztbridge/manifest-key/v1/"
 _U64 = struct.Struct(">Q")
@@ -247,6 +248,17 @@ def record_id(secret: bytes, study_uid: str, batch_no: int) -> bytes:
     """The on-chain name of a study batch: a keyed hash, never the UID itself."""
     message = RECORD_ID_CONTEXT + study_uid.encode("ascii") + b"\x00" + str(batch_no).encode()
     return crypto.keyed_hash(secret, message)
+
+
+def study_id(secret: bytes, study_uid: str) -> bytes:
+    """The on-chain name of a study (what grants and ownership are per): a keyed hash.
+
+    Why a keyed hash and not a random id kept in the index: it is as opaque (nobody without
+    the gateway's record-id secret can confirm a guessed UID, nor link it to one), needs no
+    table, no backup and no lookup on the anchoring path, and is the same on every chain the
+    study is ever anchored to. Domain-separated from record ids, so no record id is a study id.
+    """
+    return crypto.keyed_hash(secret, STUDY_ID_CONTEXT + study_uid.encode("ascii"))
 
 
 def capsule_info(record: bytes) -> bytes:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gateway.anchoring.batches import BatchSealer, RecordOwner, SealedBatch
+from gateway.anchoring.manifest import study_id
 from gateway.anchoring.outbox import ANCHORED, Outbox
 from gateway.anchoring.policy import audit_range_due, due_studies
 from gateway.audit import AuditLog
@@ -99,6 +100,10 @@ class Anchoring:
         return RecordOwner(
             self.accounts.custodian_address, self.custodian.public, self.custodian.kem
         )
+
+    def study_id(self, study_uid: str) -> bytes:
+        """The study's opaque on-chain id (grants and ownership are per study)."""
+        return study_id(self.accounts.record_secret, study_uid)
 
     def association_ended(self, studies: Iterable[str]) -> None:
         """An association that brought these studies was released or aborted: seal them soon.
@@ -197,7 +202,9 @@ class Anchoring:
                 if stopping():
                     break
                 try:
-                    state = self.outbox.send_batch(session.ledger, sender, deployment, row)
+                    state = self.outbox.send_batch(
+                        session.ledger, sender, deployment, row, self.study_id(row.study_uid)
+                    )
                 except LedgerError as e:
                     self.outbox.note_failure(anchor_batches, row.id, str(e))
                     raise

@@ -197,6 +197,7 @@ def test_lost_receipt_is_not_anchored_twice(gw: Gateway, session: Session, tmp_p
         batch.merkle_root,
         row.manifest_cid,
         bytes(row.capsule),
+        study_id=anchoring.study_id(study),
     )
     report = anchoring.send_pending(session)
     assert report.batches == 1
@@ -222,6 +223,7 @@ def test_conflicting_record_is_flagged_and_never_retried(
         b"\x99" * 32,  # someone else's root under our record id
         row.manifest_cid,
         b"capsule",
+        study_id=anchoring.study_id(study),
     )
     anchoring.send_pending(session)
     (row,) = batch_rows(gw)
