@@ -143,8 +143,16 @@ class BatchSealer:
                 first = row.first_id if first is None else min(first, row.first_id)
         return Scan(last, first, max_id)
 
-    def seal(self, study_uid: str, owner: RecordOwner) -> SealedBatch | None:
-        """Seal every unbatched instance of ``study_uid`` into one batch; None if none."""
+    def seal(
+        self, study_uid: str, owner: RecordOwner, fallback: RecordOwner | None = None
+    ) -> SealedBatch | None:
+        """Seal every unbatched instance of ``study_uid`` into one batch; None if none.
+
+        ``fallback`` (the custodian): the owner when ``owner`` (a patient the study was
+        transferred to) lacks a wrap of a study key the batch uses, e.g. a key made after a
+        restart for a Patient ID the directory does not link. The contract takes such a record
+        into the patient's study as custodian-owned, pending a transfer (run it again).
+        """
         with self._db.read() as conn:
             rows = conn.execute(_BATCH_ROWS, {"study": study_uid}).all()
             if not rows:
@@ -158,6 +166,16 @@ class BatchSealer:
                 else wraps_for(conn, key_ids, owner.recipient)
             )
         lacking = [k for k in key_ids if k not in owner_wraps]
+        if lacking and fallback is not None and fallback.recipient == CUSTODIAN:
+            log.warning(
+                "study %s: its owner %s holds no wrap of %d study key(s); this batch goes to"
+                " the custodian, pending a transfer",
+                study_uid,
+                owner.address,
+                len(lacking),
+            )
+            owner, owner_wraps = fallback, custodian_wraps
+            lacking = [k for k in key_ids if k not in owner_wraps]
         if lacking:  # sealing now would anchor a record its owner could not read
             raise MissingKeyWrapError(
                 f"the record owner {owner.recipient} has no wrap of study key(s)"
@@ -239,14 +257,54 @@ class BatchSealer:
         )
         return SealedBatch(batch_id, study_uid, batch_no, rid, root, manifest_cid, len(rows))
 
+    def reseal_capsule(self, batch_id: int, owner: RecordOwner, custodian: crypto.KeyPair) -> bytes:
+        """The capsule of an existing batch, sealed anew to ``owner`` (a transfer): the same
+        manifest key (opened from the custodian's wrap in the row) and ``owner``'s wraps of
+        every study key the batch uses (MissingKeyWrapError if one is lacking)."""
+        with self._db.read() as conn:
+            row = conn.execute(select(anchor_batches).where(anchor_batches.c.id == batch_id)).one()
+            key_ids = sorted(
+                {
+                    r.key_id
+                    for r in conn.execute(
+                        select(instances.c.key_id)
+                        .join(
+                            anchor_batch_members,
+                            anchor_batch_members.c.instance_id == instances.c.id,
+                        )
+                        .where(anchor_batch_members.c.batch_id == batch_id)
+                    )
+                }
+            )
+            wraps = wraps_for(conn, key_ids, owner.recipient)
+        lacking = [k for k in key_ids if k not in wraps]
+        if lacking:
+            raise MissingKeyWrapError(
+                f"{owner.recipient} has no wrap of study key(s) {', '.join(lacking)}"
+            )
+        manifest_key = crypto.unwrap(
+            custodian, bytes(row.manifest_key_wrap), manifest_key_info(row.manifest_key_id)
+        )
+        capsule = Capsule(
+            row.manifest_cid,
+            bytes.fromhex(row.manifest_key_id),
+            manifest_key,
+            study_key_wraps=tuple((bytes.fromhex(k), wraps[k].wrap) for k in key_ids),
+        )
+        rid = bytes.fromhex(row.record_id)
+        return crypto.wrap(owner.public, owner.kem, capsule.to_bytes(), capsule_info(rid))
+
     def seal_many(
-        self, studies: Sequence[str], owner_of: Callable[[str], RecordOwner]
+        self,
+        studies: Sequence[str],
+        owner_of: Callable[[str], RecordOwner],
+        fallback: RecordOwner | None = None,
     ) -> list[SealedBatch]:
         """Seal each study in turn; one failure is logged and does not stop the others."""
         sealed = []
         for study in studies:
             try:
-                batch = self.seal(study, owner_of(study))
+                batch = self.seal(study, owner_of(study), fallback)
             except (StorageError, MissingKeyWrapError) as e:
                 log.error("could not seal a batch of study %s: %s", study, e)
                 continue

@@ -268,6 +268,20 @@ anchor_batches = Table(
 )
 Index("ix_anchor_batches_state", anchor_batches.c.state, anchor_batches.c.id)
 
+# Who owns a study on-chain once it was transferred from the custodian to its patient
+# (gateway/anchoring/transfer.py): later batches are sealed and anchored to this account
+# directly. No row: the custodian owns the study. The HPKE key is the one the registry holds.
+study_owners = Table(
+    "study_owners",
+    metadata,
+    Column("study_uid", UID, ForeignKey("studies.study_uid"), primary_key=True),
+    Column("owner", String(42), nullable=False),
+    Column("recipient", String(80), nullable=False),
+    Column("kem", String(32), nullable=False),
+    Column("public_key", LargeBinary, nullable=False),
+    Column("transferred_at", String(40), nullable=False),
+)
+
 # Which batch each instance went into (an instance is in exactly one batch).
 anchor_batch_members = Table(
     "anchor_batch_members",
