@@ -30,9 +30,10 @@ from gateway import crypto
 from gateway.anchoring.batches import RecordOwner
 from gateway.anchoring.outbox import ANCHORED, PENDING
 from gateway.audit import AuditEvent
-from gateway.errors import InvalidInputError
-from gateway.index.models import anchor_batches, study_owners
+from gateway.errors import InvalidInputError, NotFoundError
+from gateway.index.models import anchor_batches, studies, study_owners
 from gateway.keywraps import CUSTODIAN, KeyHolder, Recipient, add_recipient, user_recipient
+from gateway.ledger.errors import LedgerUnavailableError
 from gateway.ledger.ledger import Role
 
 if TYPE_CHECKING:
@@ -151,3 +152,38 @@ def _set_owner(anchoring: Anchoring, batch_id: int, owner: str, capsule: bytes, 
             .where(anchor_batches.c.id == batch_id, anchor_batches.c.state == state)
             .values(owner=owner, capsule=capsule)
         )
+
+
+def transfer_now(
+    anchoring: Anchoring,
+    custodian: crypto.KeyPair,
+    study_uid: str,
+    patient: str,
+    kem: crypto.KemName,
+    actor: str,
+) -> TransferReport:
+    """``transfer_study`` as a command or an admin page runs it: take the ledger lock,
+    connect, transfer, let go. NotFoundError for a study the index does not hold;
+    LedgerUnavailableError while another process (a running ``ztbridge up``) signs."""
+    with anchoring.db.read() as conn:
+        known = conn.execute(
+            select(studies.c.study_uid).where(studies.c.study_uid == study_uid)
+        ).first()
+    if known is None:
+        raise NotFoundError(f"no study {study_uid} in the index")
+    lock = anchoring.lock
+    ours = not lock.held  # the worker calling this already holds it: keep it held then
+    if not lock.acquire():
+        raise LedgerUnavailableError(
+            f"another ztbridge process (pid {lock.holder() or '?'}) holds the ledger; stop"
+            " 'ztbridge up' for the transfer, or run it from that process"
+        )
+    try:
+        session = anchoring.connect()
+        try:
+            return transfer_study(anchoring, session, custodian, study_uid, patient, kem, actor)
+        finally:
+            session.close()
+    finally:
+        if ours:
+            lock.release()

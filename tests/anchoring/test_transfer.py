@@ -24,15 +24,17 @@ from gateway.anchoring.manifest import Capsule, Manifest, capsule_info
 from gateway.anchoring.outbox import ANCHORED
 from gateway.anchoring.service import Anchoring
 from gateway.anchoring.session import Session
-from gateway.anchoring.transfer import transfer_study
+from gateway.anchoring.transfer import transfer_now, transfer_study
 from gateway.clock import FixedClock
-from gateway.errors import InvalidInputError
+from gateway.errors import InvalidInputError, NotFoundError
 from gateway.importer import import_file
 from gateway.index.models import anchor_batches
 from gateway.keys import unlock_custodian
 from gateway.keywraps import KeyHolder, Recipient, add_recipient, user_recipient
 from gateway.ledger import Role
 from gateway.ledger.embedded import EmbeddedChain
+from gateway.ledger.errors import LedgerUnavailableError
+from gateway.ledger.lock import LedgerLock
 from gateway.service import Gateway, open_gateway
 from gateway.settings import load_settings
 from tests.support.dicomgen import make_ct_series
@@ -225,3 +227,31 @@ def test_batch_without_a_patient_wrap_goes_to_the_custodian_and_transfers_later(
             session.close()
     finally:
         gw.close()
+
+
+def test_transfer_now_takes_the_ledger_lock(gw: Gateway, tmp_path: Path) -> None:
+    """What the command and an admin page call: refuses an unknown study, waits for nobody
+    (another signer holds the lock: a clear error), and otherwise transfers."""
+    anchoring = anchoring_of(gw)
+    custodian = unlock_custodian(gw.keys_dir, PASSPHRASE)
+    study = ingest(gw, tmp_path / "a", 1)
+    anchoring.seal_studies({study})
+    session = anchoring.connect()
+    try:
+        anchoring.send_pending(session)
+        people = People(anchoring, session)
+    finally:
+        session.close()
+    patient = people.patient.address
+    with pytest.raises(NotFoundError):
+        transfer_now(anchoring, custodian, "1.2.3.4", patient, "x25519", "admin")
+    other = LedgerLock(anchoring.lock.path)  # another process's hold, as flock sees it
+    assert other.acquire()
+    try:
+        with pytest.raises(LedgerUnavailableError, match="holds the ledger"):
+            transfer_now(anchoring, custodian, study, patient, "x25519", "admin")
+    finally:
+        other.release()
+    report = transfer_now(anchoring, custodian, study, patient, "x25519", "admin")
+    assert report.transferred == 1
+    assert batches(gw)[0].owner == patient
