@@ -43,8 +43,8 @@ JOURNAL = Path("ledger") / "chain.journal"
 EMBEDDED_FUNDING = 1000 * 10**18
 #: Gas the admin spends on deploy + two registrations, for the "needs funds" check.
 DEPLOY_GAS = 4_000_000
-#: Gas of one anchorRecord with headroom, for the sender's funding hint.
-ANCHOR_GAS = 450_000
+#: Gas of one anchorRecord with headroom (≈ 490 k with an X25519 capsule), for the funding hint.
+ANCHOR_GAS = 600_000
 
 
 @dataclass(frozen=True)
