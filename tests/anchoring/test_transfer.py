@@ -37,6 +37,7 @@ from gateway.ledger.errors import LedgerUnavailableError
 from gateway.ledger.lock import LedgerLock
 from gateway.service import Gateway, open_gateway
 from gateway.settings import load_settings
+from gateway.verify import Verifier
 from tests.support.dicomgen import make_ct_series
 
 PASSPHRASE = "transfer-test-passphrase"
@@ -172,6 +173,10 @@ def test_transfer_then_grant_covers_a_batch_anchored_after_it(gw: Gateway, tmp_p
         ledger.revoke_study(people.patient, sid, people.doctor.address)
         assert not ledger.has_access(rid1, people.doctor.address)
         assert not ledger.has_access(rid2, people.doctor.address)
+        # The custodian still verifies the study end to end, capsules sealed to the patient.
+        verifier = Verifier(gw, custodian, lambda _deployment: ledger)
+        verifier.check_studies(study)
+        assert verifier.report.problems == [] and verifier.report.batches == 2
     finally:
         session.close()
     kinds = [e.kind for e in gw.audit.entries()]
