@@ -14,8 +14,9 @@ from sqlalchemy import select
 from gateway import crypto
 from gateway.dataset import split_part10
 from gateway.errors import IntegrityError, InvalidEnvelopeError, NotFoundError
-from gateway.index.models import instances, study_keys
+from gateway.index.models import instances
 from gateway.keys import study_key_info, unlock_custodian
+from gateway.keywraps import CUSTODIAN, study_key_ids, wraps_for
 from gateway.service import Gateway
 from gateway.validation import is_valid_uid
 
@@ -59,10 +60,8 @@ def export_study(
     rows = _study_rows(gw, study_uid)
     custodian = unlock_custodian(gw.keys_dir, passphrase)
     with gw.db.read() as conn:
-        wraps = {
-            r.key_id: r.custodian_wrap
-            for r in conn.execute(select(study_keys).where(study_keys.c.study_uid == study_uid))
-        }
+        found = wraps_for(conn, study_key_ids(conn, study_uid), CUSTODIAN)
+        wraps = {key_id: w.wrap for key_id, w in found.items()}
     keys: dict[str, bytes] = {}
     series_numbers: dict[str, int] = {}
     instance_numbers: dict[str, int] = {}  # SOP Instance UID -> its number in its series

@@ -47,9 +47,9 @@ from gateway.index.models import (
     anchor_batches,
     audit_anchors,
     instances,
-    study_keys,
 )
 from gateway.keys import study_key_info
+from gateway.keywraps import CUSTODIAN, wraps_for
 from gateway.ledger.errors import LedgerError
 from gateway.merkle import merkle_root
 from gateway.service import Gateway
@@ -128,11 +128,9 @@ class _Keys:
     def get(self, key_id: str) -> bytes | None:
         if key_id not in self._keys:
             with self._gw.db.read() as conn:
-                row = conn.execute(
-                    select(study_keys.c.custodian_wrap).where(study_keys.c.key_id == key_id)
-                ).first()
-            if row is not None:
-                self.add_wrap(key_id, bytes(row.custodian_wrap))
+                found = wraps_for(conn, [key_id], CUSTODIAN)
+            if key_id in found:
+                self.add_wrap(key_id, found[key_id].wrap)
         return self._keys.get(key_id)
 
 
