@@ -54,16 +54,24 @@ def patient_pair() -> crypto.KeyPair:
     return crypto.generate_keypair("x25519")
 
 
-def open_gw(home: Path, directory: Directory | None = None) -> Gateway:
-    settings = load_settings(home=home, custodian_passphrase=PASSPHRASE)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def index(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Each index backend: embedded SQLite and an external PostgreSQL."""
+    if request.param == "postgresql":
+        return {"url": request.getfixturevalue("postgres_url")}
+    return {}
+
+
+def open_gw(home: Path, index: dict[str, str], directory: Directory | None = None) -> Gateway:
+    settings = load_settings(home=home, custodian_passphrase=PASSPHRASE, index=index)
     if directory is None:
         return open_gateway(settings)
     return open_gateway(settings, recipients=directory)
 
 
 @pytest.fixture
-def gw(tmp_path: Path) -> Iterator[Gateway]:
-    g = open_gw(tmp_path / "home")
+def gw(tmp_path: Path, index: dict[str, str]) -> Iterator[Gateway]:
+    g = open_gw(tmp_path / "home", index)
     yield g
     g.close()
 
@@ -101,11 +109,11 @@ def test_custodian_wrap_written_once_per_key(gw: Gateway, tmp_path: Path) -> Non
 
 
 def test_linked_patient_gets_a_wrap_in_the_ingest_transaction(
-    tmp_path: Path, patient_pair: crypto.KeyPair
+    tmp_path: Path, index: dict[str, str], patient_pair: crypto.KeyPair
 ) -> None:
     patient = Recipient(user_recipient(PATIENT_ADDRESS), patient_pair.kem, patient_pair.public)
     directory = Directory("PAT-1", patient)
-    gw = open_gw(tmp_path / "home", directory)
+    gw = open_gw(tmp_path / "home", index, directory)
     try:
         linked = ingest(gw, tmp_path / "a", 3, patient="PAT-1")
         unlinked = ingest(gw, tmp_path / "b", 1, patient="PAT-2")
@@ -138,13 +146,13 @@ def test_old_rows_fall_back_to_study_keys(gw: Gateway, tmp_path: Path) -> None:
 
 
 def test_add_recipient_wraps_every_key_of_the_study(
-    tmp_path: Path, patient_pair: crypto.KeyPair
+    tmp_path: Path, index: dict[str, str], patient_pair: crypto.KeyPair
 ) -> None:
-    first = open_gw(tmp_path / "home")
+    first = open_gw(tmp_path / "home", index)
     study = ingest(first, tmp_path / "a")
     first.close()
     # The study resumes after a restart (its key left with the process): a second study key.
-    gw = open_gw(tmp_path / "home")
+    gw = open_gw(tmp_path / "home", index)
     try:
         _share_twice(gw, tmp_path, study, patient_pair)
     finally:
