@@ -56,7 +56,7 @@ study_keys = Table(
 )
 
 # One HPKE wrap of a study key per recipient (docs/ledger.md, "Key wraps per recipient"):
-# "custodian" always, "user:<0x checksum address>" for a patient linked to the study's Patient
+# "custodian" always, "user:<0x address, lower case>" for a patient linked to the study's Patient
 # ID and every doctor it is shared with. Written in the ingest transaction (gateway/keywraps.py);
 # rows of homes written before this table fall back to ``study_keys.custodian_wrap``.
 key_wraps = Table(
