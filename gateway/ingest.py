@@ -36,6 +36,7 @@ from gateway.header import header_sections
 from gateway.index.database import Database, Tx
 from gateway.index.models import instances, studies, study_keys
 from gateway.keys import StudyKey, StudyKeyCache
+from gateway.keywraps import NO_RECIPIENTS, RecipientDirectory, insert_rows, new_key_rows
 from gateway.logsafe import shown
 from gateway.metadata import WANTED, first_strings, read_indexed, to_json
 from gateway.store.base import ContentStore
@@ -134,8 +135,10 @@ class Ingestor:
         audit: AuditLog,
         clock: Clock,
         max_instance_bytes: int,
+        recipients: RecipientDirectory = NO_RECIPIENTS,
     ) -> None:
         self._db = db
+        self._recipients = recipients  # who besides the custodian gets each new study key
         self._store = store
         self._keys = keys
         self._audit = audit
@@ -232,6 +235,9 @@ class Ingestor:
         pending, header_pending = self._store.put_many_nowait([ciphertext, sealed_header])
         cid = pending.cid
         dataset_sha = digest.result()
+        # Wrapped before the transaction: HPKE per recipient, only for a new study key.
+        linked = self._recipients.recipients_for(ids["PatientID"]) if key_is_new else ()
+        wraps = new_key_rows(key, linked, self._clock.now().isoformat()) if key_is_new else []
 
         with self._db.fast_write() as conn:
             self._check_patient(study_uid, ids["PatientID"], conn)
@@ -245,6 +251,7 @@ class Ingestor:
                 outcome = Outcome.STORED if version == 1 else Outcome.NEW_VERSION
                 if key_is_new:
                     self._ensure_study(conn, ids, key)
+                    insert_rows(conn, wraps)  # key_wraps: custodian + linked recipients
                 conn.execute(
                     _INSERT_INSTANCE,
                     dict(

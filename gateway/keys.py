@@ -127,16 +127,6 @@ class StudyKeyCache:
         with self._lock:
             self._keys.setdefault(study_uid, (key, self._clock.monotonic()))
 
-    def peek(self, study_uid: str) -> StudyKey | None:
-        """The study's current key if it is still in memory (its idle clock is not reset).
-
-        Sealing a batch puts the keys still held here into the capsule; it must not keep a
-        key alive longer than ingest would.
-        """
-        with self._lock:
-            found = self._keys.get(study_uid)
-        return found[0] if found else None
-
     def forget_idle(self) -> int:
         """Drop keys unused for longer than the idle period; return how many."""
         now = self._clock.monotonic()

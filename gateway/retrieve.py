@@ -48,8 +48,9 @@ from gateway.errors import (
 )
 from gateway.header import header_from_part10
 from gateway.index.database import Database
-from gateway.index.models import instances, study_keys
+from gateway.index.models import instances
 from gateway.keys import study_key_info
+from gateway.keywraps import CUSTODIAN, wraps_for
 from gateway.store.base import ContentStore
 
 _META_FIXED = 144  # preamble (128) + "DICM" + the group length element (12)
@@ -114,7 +115,8 @@ class KeyProvider(Protocol):
 
 
 class CustodianKeys:
-    """Study keys opened from their custodian wraps (``study_keys``) with the custodian pair.
+    """Study keys opened from their custodian wraps (``keywraps.wraps_for``) with the custodian
+    pair.
 
     Keys are cached per key id for the provider's life (one export or verify run). ``add``
     and ``add_wrap`` let ``verify`` supply keys from an anchored capsule or manifest first.
@@ -143,12 +145,10 @@ class CustodianKeys:
         """The study key, from the cache or the index's custodian wrap."""
         if key_id not in self._keys:
             with self._db.read() as conn:
-                row = conn.execute(
-                    select(study_keys.c.custodian_wrap).where(study_keys.c.key_id == key_id)
-                ).first()
-            if row is None:
+                found = wraps_for(conn, [key_id], CUSTODIAN)
+            if key_id not in found:
                 raise KeyUnavailableError(f"study key {key_id} is not in the index")
-            if not self.add_wrap(key_id, bytes(row.custodian_wrap)):
+            if not self.add_wrap(key_id, found[key_id].wrap):
                 raise KeyUnavailableError(f"study key {key_id} cannot be unwrapped")
         return self._keys[key_id]
 

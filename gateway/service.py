@@ -21,6 +21,7 @@ from gateway.errors import ConfigError, StorageError, StoreLockedError
 from gateway.index.database import Database
 from gateway.ingest import Ingestor
 from gateway.keys import CustodianPublic, StudyKeyCache, ensure_custodian
+from gateway.keywraps import NO_RECIPIENTS, RecipientDirectory
 from gateway.ledger.accounts import GatewayAccounts, ensure_accounts
 from gateway.posture.policy import PolicySet, load_policies
 from gateway.posture.service import PostureService
@@ -91,9 +92,16 @@ def posture_policies(settings: Settings) -> PolicySet:
 
 
 def open_gateway(
-    settings: Settings, clock: Clock | None = None, store_access: StoreAccess = "write"
+    settings: Settings,
+    clock: Clock | None = None,
+    store_access: StoreAccess = "write",
+    recipients: RecipientDirectory = NO_RECIPIENTS,
 ) -> Gateway:
-    """Create the home folder and keys on first use, then open every part."""
+    """Create the home folder and keys on first use, then open every part.
+
+    ``recipients``: who besides the custodian gets a wrap of each new study key (the patient
+    linked to a Patient ID; the portal supplies it, the default links nobody).
+    """
     clock = clock or SystemClock()
     home = settings.home
     try:
@@ -125,11 +133,13 @@ def open_gateway(
         raise
     audit = AuditLog(db, clock)
     keys = StudyKeyCache(custodian, clock, settings.ingest.study_key_idle_seconds)
-    ingestor = Ingestor(db, store, keys, audit, clock, settings.ingest.max_instance_mb << 20)
+    ingestor = Ingestor(
+        db, store, keys, audit, clock, settings.ingest.max_instance_mb << 20, recipients
+    )
     devices = DeviceRegistry(db, audit, clock)
     anchoring = None
     if accounts is not None:
-        anchoring = Anchoring(settings, db, store, keys, custodian, audit, clock, accounts)
+        anchoring = Anchoring(settings, db, store, custodian, audit, clock, accounts)
     return Gateway(
         settings=settings,
         clock=clock,

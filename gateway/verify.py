@@ -232,7 +232,7 @@ class Verifier:
                 crypto.unwrap(self.pair, record.sealed_capsule, capsule_info(record.record_id))
             )
             manifest_key = capsule.manifest_key
-            for key_id, key in capsule.study_keys:
+            for key_id, key in capsule.open_study_keys(self.pair):
                 keys.add(key_id.hex(), key)
             if capsule.manifest_cid != record.manifest_cid:
                 self.problem(f"{name}: the on-chain capsule names another manifest", study)

@@ -3,12 +3,15 @@ pragma solidity 0.8.37;
 
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 
-/// @title ztbridge registry: users, study anchors, patient grants and audit anchors.
+/// @title ztbridge registry: users, study anchors, record transfers, per-study grants, audit anchors.
 /// @notice The on-chain half of ztbridge's zero-trust PACS bridge. It holds no PHI, no DICOM
 /// UID and no plaintext key: record ids are keyed hashes computed off-chain, key capsules are
 /// opaque HPKE ciphertexts sealed to one user's public key, and a whole study is anchored by
 /// one Merkle root plus the CID of its encrypted manifest, so anchoring costs the same for a
-/// 1-image X-ray as for a 5,000-slice CT.
+/// 1-image X-ray as for a 5,000-slice CT. Records belong to a study (an opaque keyed-hash
+/// study id): a study has one owner, who grants and revokes doctors for the whole study, and
+/// the hospital's custodian, which owns a study until its patient registers, hands its records
+/// to the patient with an admin-only transfer.
 /// @dev Roles come from OpenZeppelin's AccessControl, but the user registry below is the
 /// single source of truth: an account has exactly one role, set by `addUser`, and the role
 /// bit is removed while the account is suspended. The generic `grantRole`/`revokeRole`/
@@ -27,6 +30,9 @@ contract ZtbridgeRegistry is AccessControl {
     bytes32 public constant DOCTOR_ROLE = keccak256("DOCTOR_ROLE");
     /// @notice Reads the event stream; holds no write power on this contract.
     bytes32 public constant AUDITOR_ROLE = keccak256("AUDITOR_ROLE");
+    /// @notice The registry's interface version; the gateway refuses to write to another one.
+    /// Version 1 (no VERSION getter) had per-record grants and no transfer.
+    uint256 public constant VERSION = 2;
 
     // ------------------------------------------------------------------ errors
 
@@ -60,10 +66,23 @@ contract ZtbridgeRegistry is AccessControl {
     error RecordExists(bytes32 recordId);
     /// @notice No record with this id.
     error UnknownRecord(bytes32 recordId);
-    /// @notice The caller does not own the record.
-    error NotRecordOwner(bytes32 recordId, address account);
-    /// @notice `revoke` for a doctor who holds no active grant on the record.
-    error NotGranted(bytes32 recordId, address doctor);
+    /// @notice No record of this study was ever anchored.
+    error UnknownStudy(bytes32 studyId);
+    /// @notice The caller does not own the study.
+    error NotStudyOwner(bytes32 studyId, address account);
+    /// @notice `revoke` for a doctor who holds no active grant on the study.
+    error NotGranted(bytes32 studyId, address doctor);
+    /// @notice The study belongs to `owner`: a record of it can only go to `owner` (or to the
+    /// custodian, pending a transfer).
+    error StudyOwnerMismatch(bytes32 studyId, address owner);
+    /// @notice `transferRecord` of a record the custodian does not own (`owner` does).
+    error NotCustodianRecord(bytes32 recordId, address owner);
+    /// @notice `transferRecord` to the custodian itself.
+    error TransferToCustodian(address custodian);
+    /// @notice No custodian was designated yet (`designateCustodian`).
+    error NoCustodian();
+    /// @notice The custodian is designated once, for the registry's life.
+    error CustodianAlreadySet(address custodian);
     /// @notice The audit batch is empty, reversed, or not contiguous with the last one.
     error InvalidAuditRange(uint64 fromSeq, uint64 toSeq);
     /// @notice An index past the end of a list.
@@ -89,13 +108,25 @@ contract ZtbridgeRegistry is AccessControl {
         bytes32 indexed recordId,
         address indexed sender,
         uint256 index,
+        bytes32 studyId,
         bytes32 merkleRoot,
         string manifestCid
     );
-    /// @notice The owning patient granted a doctor access to a record.
-    event AccessGranted(bytes32 indexed recordId, address indexed patient, address indexed doctor);
-    /// @notice The owning patient revoked a doctor's access to a record.
-    event AccessRevoked(bytes32 indexed recordId, address indexed patient, address indexed doctor);
+    /// @notice The admin designated the custodian account (once).
+    event CustodianDesignated(address indexed custodian, address indexed admin);
+    /// @notice A custodian-owned record was handed to its patient, with a new sealed capsule.
+    event RecordTransferred(
+        bytes32 indexed recordId,
+        bytes32 indexed studyId,
+        address indexed patient,
+        address from,
+        uint256 index,
+        address admin
+    );
+    /// @notice The owning patient granted a doctor access to a whole study.
+    event AccessGranted(bytes32 indexed studyId, address indexed patient, address indexed doctor);
+    /// @notice The owning patient revoked a doctor's access to a study.
+    event AccessRevoked(bytes32 indexed studyId, address indexed patient, address indexed doctor);
     /// @notice A batch of the gateway's hash-chained audit log was anchored.
     event AuditAnchored(
         uint256 indexed index, bytes32 root, uint64 fromSeq, uint64 toSeq, address indexed sender
@@ -126,7 +157,7 @@ contract ZtbridgeRegistry is AccessControl {
         uint64 index;
     }
 
-    /// @dev active + grantedAt share one slot; the capsule is the study key sealed to the doctor.
+    /// @dev active + grantedAt share one slot; the capsule is the study key(s) sealed to the doctor.
     struct Grant {
         bool active;
         uint64 grantedAt;
@@ -144,8 +175,11 @@ contract ZtbridgeRegistry is AccessControl {
     mapping(address account => User) private _users;
     mapping(address patient => Record[]) private _records;
     mapping(bytes32 recordId => RecordRef) private _recordRefs;
-    mapping(bytes32 recordId => mapping(address doctor => Grant)) private _grants;
+    mapping(bytes32 recordId => bytes32 studyId) private _recordStudies;
+    mapping(bytes32 studyId => address owner) private _studyOwners;
+    mapping(bytes32 studyId => mapping(address doctor => Grant)) private _grants;
     AuditAnchor[] private _auditAnchors;
+    address private _custodian;
 
     // ------------------------------------------------------------------ setup
 
@@ -242,32 +276,62 @@ contract ZtbridgeRegistry is AccessControl {
     // ------------------------------------------------------------------ records
 
     /// @notice Anchor one study (or one batch of it) for `patient`. Sender only.
-    /// @param patient the owner: the patient's account, or the custodian's while no patient
-    /// account is linked.
-    /// @param recordId a keyed hash (HMAC under a gateway secret) of the study identity: it
-    /// names the record without revealing the DICOM UID it came from.
+    /// @param patient the owner: the study's owner, or the custodian (a batch sealed before
+    /// the study was transferred; the admin transfers it like the others).
+    /// @param recordId a keyed hash (HMAC under a gateway secret) of the study identity and
+    /// batch number: it names the record without revealing the DICOM UID it came from.
+    /// @param studyId a keyed hash of the study identity alone: the same for every batch of
+    /// the study, so one grant covers them all. The first record of a study makes `patient`
+    /// the study's owner.
     /// @param merkleRoot root over the study manifest's entries (gateway/merkle.py).
     /// @param manifestCid CIDv1 (text form) of the encrypted manifest in IPFS.
-    /// @param sealedCapsule the study key and manifest CID, HPKE-sealed to `patient`.
+    /// @param sealedCapsule the study key(s) and manifest key, HPKE-sealed to `patient`.
     /// @dev One transaction, constant gas whatever the number of instances.
     function anchorRecord(
         address patient,
         bytes32 recordId,
+        bytes32 studyId,
         bytes32 merkleRoot,
         string calldata manifestCid,
         bytes calldata sealedCapsule
     ) external onlySender {
         if (
-            recordId == bytes32(0) || merkleRoot == bytes32(0) || bytes(manifestCid).length == 0
-                || sealedCapsule.length == 0
+            recordId == bytes32(0) || studyId == bytes32(0) || merkleRoot == bytes32(0)
+                || bytes(manifestCid).length == 0 || sealedCapsule.length == 0
         ) revert EmptyValue();
         if (_recordRefs[recordId].owner != address(0)) revert RecordExists(recordId);
+        _claimStudy(studyId, patient);
+        uint256 index = _push(patient, recordId, merkleRoot, manifestCid, sealedCapsule);
+        _recordStudies[recordId] = studyId;
+        emit RecordAnchored(
+            patient, recordId, _msgSender(), index, studyId, merkleRoot, manifestCid
+        );
+    }
+
+    /// @dev `patient` must be an active PATIENT; a new study becomes its; a known study takes
+    /// records of its owner, or of the custodian (pending a transfer).
+    function _claimStudy(bytes32 studyId, address patient) private {
         User storage p = _knownUser(patient);
         if (p.suspended) revert AccountSuspended(patient);
         if (p.role != PATIENT_ROLE) revert NotAPatient(patient);
+        address owner = _studyOwners[studyId];
+        if (owner == address(0)) {
+            _studyOwners[studyId] = patient;
+        } else if (owner != patient && patient != _custodian) {
+            revert StudyOwnerMismatch(studyId, owner);
+        }
+    }
 
+    /// @dev Append a fresh record to `patient`'s list and point its id at it.
+    function _push(
+        address patient,
+        bytes32 recordId,
+        bytes32 merkleRoot,
+        string calldata manifestCid,
+        bytes calldata sealedCapsule
+    ) private returns (uint256 index) {
         Record[] storage list = _records[patient];
-        uint256 index = list.length;
+        index = list.length;
         Record storage r = list.push();
         r.recordId = recordId;
         r.merkleRoot = merkleRoot;
@@ -276,8 +340,93 @@ contract ZtbridgeRegistry is AccessControl {
         r.manifestCid = manifestCid;
         r.sealedCapsule = sealedCapsule;
         _recordRefs[recordId] = RecordRef({owner: patient, index: uint64(index)});
+    }
 
-        emit RecordAnchored(patient, recordId, _msgSender(), index, merkleRoot, manifestCid);
+    // ------------------------------------------------------------------ transfers
+
+    /// @notice Name the hospital's custodian account: the PATIENT-role account that owns
+    /// studies whose patient has no account yet. Admin only, once for the registry's life, so
+    /// an admin can never re-designate a real patient and take its records.
+    function designateCustodian(address account) external onlyAdmin {
+        if (_custodian != address(0)) revert CustodianAlreadySet(_custodian);
+        User storage u = _knownUser(account);
+        if (u.role != PATIENT_ROLE) revert NotAPatient(account);
+        if (u.suspended) revert AccountSuspended(account);
+        _custodian = account;
+        emit CustodianDesignated(account, _msgSender());
+    }
+
+    /// @notice The custodian account (0 until designated).
+    function custodian() external view returns (address) {
+        return _custodian;
+    }
+
+    /// @notice Hand a custodian-owned record to `patient`, with the capsule re-sealed to the
+    /// patient's key. Admin only; one event per record. The record's study becomes the
+    /// patient's (its grants are the patient's to give from then on, and later batches are
+    /// anchored to the patient directly).
+    /// @dev Only custodian-owned records move: an admin can never take a record from a
+    /// patient. The record keeps its id, root, CID, sender and time; the custodian's list is
+    /// compacted (the last record takes the freed index), so no loop and no hole.
+    function transferRecord(bytes32 recordId, address patient, bytes calldata sealedCapsule)
+        external
+        onlyAdmin
+    {
+        (address from, bytes32 studyId) = _checkTransfer(recordId, patient);
+        if (sealedCapsule.length == 0) revert EmptyValue();
+        _studyOwners[studyId] = patient;
+        uint256 index = _move(from, recordId, patient, sealedCapsule);
+        emit RecordTransferred(recordId, studyId, patient, from, index, _msgSender());
+    }
+
+    /// @dev Record known and the custodian's; `patient` an active PATIENT other than the
+    /// custodian; the study the custodian's or already the patient's.
+    function _checkTransfer(bytes32 recordId, address patient)
+        private
+        view
+        returns (address from, bytes32 studyId)
+    {
+        from = _custodian;
+        if (from == address(0)) revert NoCustodian();
+        address owner = _recordRefs[recordId].owner;
+        if (owner == address(0)) revert UnknownRecord(recordId);
+        if (owner != from) revert NotCustodianRecord(recordId, owner);
+        if (patient == from) revert TransferToCustodian(from);
+        User storage p = _knownUser(patient);
+        if (p.role != PATIENT_ROLE) revert NotAPatient(patient);
+        if (p.suspended) revert AccountSuspended(patient);
+        studyId = _recordStudies[recordId];
+        address studyOwner_ = _studyOwners[studyId];
+        if (studyOwner_ != from && studyOwner_ != patient) {
+            revert StudyOwnerMismatch(studyId, studyOwner_);
+        }
+    }
+
+    /// @dev Copy the record to `patient`'s list with the new capsule, then compact `from`'s
+    /// list (its last record takes the freed index).
+    function _move(address from, bytes32 recordId, address patient, bytes calldata sealedCapsule)
+        private
+        returns (uint256 index)
+    {
+        uint64 slot = _recordRefs[recordId].index;
+        Record[] storage src = _records[from];
+        Record storage old = src[slot];
+        Record[] storage dst = _records[patient];
+        index = dst.length;
+        Record storage r = dst.push();
+        r.recordId = recordId;
+        r.merkleRoot = old.merkleRoot;
+        r.sender = old.sender;
+        r.anchoredAt = old.anchoredAt;
+        r.manifestCid = old.manifestCid;
+        r.sealedCapsule = sealedCapsule;
+        uint256 last = src.length - 1;
+        if (slot != last) {
+            src[slot] = src[last];
+            _recordRefs[src[slot].recordId].index = slot;
+        }
+        src.pop();
+        _recordRefs[recordId] = RecordRef({owner: patient, index: uint64(index)});
     }
 
     /// @notice How many records `patient` owns (the paper's Get, part one).
@@ -311,55 +460,74 @@ contract ZtbridgeRegistry is AccessControl {
         return (ref.owner, ref.index);
     }
 
+    /// @notice The study a record belongs to.
+    function recordStudy(bytes32 recordId) external view returns (bytes32) {
+        if (_recordRefs[recordId].owner == address(0)) revert UnknownRecord(recordId);
+        return _recordStudies[recordId];
+    }
+
+    /// @notice The owner of a study (0 if no record of it was anchored).
+    function studyOwner(bytes32 studyId) external view returns (address) {
+        return _studyOwners[studyId];
+    }
+
     // ------------------------------------------------------------------ grants
 
-    /// @notice Give `doctor` access to `recordId`, with the study key sealed to the doctor's
-    /// HPKE key. The owning patient only; granting again replaces the capsule (key rotation).
-    function grant(bytes32 recordId, address doctor, bytes calldata sealedCapsule)
+    /// @notice Give `doctor` access to every record of `studyId`, those anchored later
+    /// included, with the study key(s) sealed to the doctor's HPKE key. The study's owner
+    /// only; granting again replaces the capsule (key rotation, a batch added since).
+    function grant(bytes32 studyId, address doctor, bytes calldata sealedCapsule)
         external
         notSuspended
     {
-        address owner = _ownedByCaller(recordId);
+        address owner = _studyOwnedByCaller(studyId);
         User storage d = _knownUser(doctor);
         if (d.role != DOCTOR_ROLE) revert NotADoctor(doctor);
         if (d.suspended) revert AccountSuspended(doctor);
         if (sealedCapsule.length == 0) revert EmptyValue();
-        Grant storage g = _grants[recordId][doctor];
+        Grant storage g = _grants[studyId][doctor];
         g.active = true;
         g.grantedAt = uint64(block.timestamp);
         g.sealedCapsule = sealedCapsule;
-        emit AccessGranted(recordId, owner, doctor);
+        emit AccessGranted(studyId, owner, doctor);
     }
 
-    /// @notice Withdraw `doctor`'s access to `recordId`. The owning patient only.
+    /// @notice Withdraw `doctor`'s access to `studyId`. The study's owner only.
     /// @dev The gateway stops serving the study to the doctor. A key the doctor already
     /// unwrapped cannot be taken back by any ledger; only future access is controlled.
-    function revoke(bytes32 recordId, address doctor) external notSuspended {
-        address owner = _ownedByCaller(recordId);
-        if (!_grants[recordId][doctor].active) revert NotGranted(recordId, doctor);
-        delete _grants[recordId][doctor];
-        emit AccessRevoked(recordId, owner, doctor);
+    function revoke(bytes32 studyId, address doctor) external notSuspended {
+        address owner = _studyOwnedByCaller(studyId);
+        if (!_grants[studyId][doctor].active) revert NotGranted(studyId, doctor);
+        delete _grants[studyId][doctor];
+        emit AccessRevoked(studyId, owner, doctor);
     }
 
-    /// @notice A doctor's grant on a record: whether it is in force and the sealed capsule.
-    function getGrant(bytes32 recordId, address doctor)
+    /// @notice A doctor's grant on a study: whether it is in force and the sealed capsule.
+    function getGrant(bytes32 studyId, address doctor)
         external
         view
         returns (bool active, uint64 grantedAt, bytes memory sealedCapsule)
     {
-        Grant storage g = _grants[recordId][doctor];
+        Grant storage g = _grants[studyId][doctor];
         return (g.active, g.grantedAt, g.sealedCapsule);
     }
 
-    /// @notice May `account` read `recordId`? True for the active owner, and for an active
-    /// DOCTOR holding an unrevoked grant. False for unknown records and for anyone suspended.
+    /// @notice May `account` read `recordId`? True for the active owner of the record or of
+    /// its study, and for an active DOCTOR holding an unrevoked grant on its study. False for
+    /// unknown records and for anyone suspended.
     /// @dev A patient's suspension does not cut off the doctors it granted (their care
     /// continues); a doctor's suspension cuts off that doctor everywhere.
     function hasAccess(bytes32 recordId, address account) external view returns (bool) {
         address owner = _recordRefs[recordId].owner;
         if (owner == address(0)) return false;
-        if (account == owner) return !_users[owner].suspended;
-        return _grants[recordId][account].active && isActive(account, DOCTOR_ROLE);
+        return _studyAccess(_recordStudies[recordId], owner, account);
+    }
+
+    /// @notice May `account` read the records of `studyId` (same rule as `hasAccess`)?
+    function hasStudyAccess(bytes32 studyId, address account) external view returns (bool) {
+        address owner = _studyOwners[studyId];
+        if (owner == address(0)) return false;
+        return _studyAccess(studyId, owner, account);
     }
 
     // ------------------------------------------------------------------ audit
@@ -447,10 +615,22 @@ contract ZtbridgeRegistry is AccessControl {
         if (u.role == bytes32(0)) revert UnknownUser(account);
     }
 
-    /// @dev Unknown record first (a clearer error than "not owner" for a typo'd id).
-    function _ownedByCaller(bytes32 recordId) private view returns (address owner) {
-        owner = _recordRefs[recordId].owner;
-        if (owner == address(0)) revert UnknownRecord(recordId);
-        if (owner != _msgSender()) revert NotRecordOwner(recordId, _msgSender());
+    /// @dev Unknown study first (a clearer error than "not owner" for a typo'd id).
+    function _studyOwnedByCaller(bytes32 studyId) private view returns (address owner) {
+        owner = _studyOwners[studyId];
+        if (owner == address(0)) revert UnknownStudy(studyId);
+        if (owner != _msgSender()) revert NotStudyOwner(studyId, _msgSender());
+    }
+
+    /// @dev `recordOwner` is the record's owner (the study's own owner when asked per study).
+    function _studyAccess(bytes32 studyId, address recordOwner, address account)
+        private
+        view
+        returns (bool)
+    {
+        if (account == recordOwner || account == _studyOwners[studyId]) {
+            return !_users[account].suspended;
+        }
+        return _grants[studyId][account].active && isActive(account, DOCTOR_ROLE);
     }
 }

@@ -1,16 +1,18 @@
 """Sealing batches: a study's not-yet-anchored instances become one manifest and one outbox row.
 
-Per batch (never per instance, and never on the ingest path): read the batch's index rows,
-build the manifest, encrypt it under a fresh manifest key, store it in the content store, wrap
-the manifest key to the custodian and seal the capsule to the record owner, then write the
-outbox row and the membership rows in ONE commit. A crash before that commit leaves at most an
+Per batch (never per instance, and never on the ingest path): read the batch's index rows and
+the study keys' wraps (``key_wraps``, through ``gateway.keywraps.wraps_for``), build the
+manifest, encrypt it under a fresh manifest key, store it in the content store, wrap the
+manifest key to the custodian and seal the capsule to the record owner, then write the outbox
+row and the membership rows in ONE commit. A crash before that commit leaves at most an
 unreferenced manifest object; the instances stay unbatched and are sealed again later.
 
-Why a fresh manifest key rather than the study key (docs/ledger.md, "Keys"): the study key
-lives only in memory while a study arrives; a batch sealed after a restart (or spanning a
-study that resumed under a new key) could not be encrypted with it without the custodian
-passphrase, which the gateway deliberately does not hold. A per-batch key is always at hand;
-it reaches the owner inside the capsule, and the custodian through its wrap in the row.
+Nothing here reads the ingest's in-memory key cache: the capsule carries the owner's own wrap
+of every study key the batch uses, read from the index, so what it holds does not depend on
+timing (a restart, an idle eviction). Why a fresh manifest key rather than the study key
+(docs/ledger.md, "Keys"): a batch can span several study keys (a study resumed under a new
+key), and the gateway holds no plaintext study key outside ingest; a per-batch key is always
+at hand. It reaches the owner inside the capsule, and the custodian through its wrap in the row.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ from gateway.anchoring.manifest import (
 from gateway.clock import Clock
 from gateway.errors import StorageError
 from gateway.index.database import Database
-from gateway.index.models import anchor_batch_members, anchor_batches, instances, study_keys
-from gateway.keys import CustodianPublic, StudyKeyCache
+from gateway.index.models import anchor_batch_members, anchor_batches, instances
+from gateway.keys import CustodianPublic
+from gateway.keywraps import CUSTODIAN, MissingKeyWrapError, wraps_for
 from gateway.logsafe import shown
 from gateway.store.base import ContentStore
 
@@ -76,11 +79,14 @@ _LAST_BATCH_NO = select(func.coalesce(func.max(anchor_batches.c.batch_no), 0)).w
 
 @dataclass(frozen=True)
 class RecordOwner:
-    """Whom a record belongs to on-chain: an account and the HPKE key its capsule is sealed to."""
+    """Whom a record belongs to on-chain: an account, the HPKE key its capsule is sealed to,
+    and its recipient name in ``key_wraps`` (``custodian`` or ``user:0x…``), whose wraps of
+    the study keys go into the capsule."""
 
     address: str
     public: bytes
     kem: crypto.KemName
+    recipient: str = CUSTODIAN
 
 
 @dataclass(frozen=True)
@@ -117,14 +123,12 @@ class BatchSealer:
         self,
         db: Database,
         store: ContentStore,
-        keys: StudyKeyCache,
         custodian: CustodianPublic,
         record_secret: bytes,
         clock: Clock,
     ) -> None:
         self._db = db
         self._store = store
-        self._keys = keys
         self._custodian = custodian
         self._secret = record_secret
         self._clock = clock
@@ -140,19 +144,44 @@ class BatchSealer:
                 first = row.first_id if first is None else min(first, row.first_id)
         return Scan(last, first, max_id)
 
-    def seal(self, study_uid: str, owner: RecordOwner) -> SealedBatch | None:
-        """Seal every unbatched instance of ``study_uid`` into one batch; None if none."""
+    def seal(
+        self, study_uid: str, owner: RecordOwner, fallback: RecordOwner | None = None
+    ) -> SealedBatch | None:
+        """Seal every unbatched instance of ``study_uid`` into one batch; None if none.
+
+        ``fallback`` (the custodian): the owner when ``owner`` (a patient the study was
+        transferred to) lacks a wrap of a study key the batch uses, e.g. a key made after a
+        restart for a Patient ID the directory does not link. The contract takes such a record
+        into the patient's study as custodian-owned, pending a transfer (run it again).
+        """
         with self._db.read() as conn:
             rows = conn.execute(_BATCH_ROWS, {"study": study_uid}).all()
             if not rows:
                 return None
             batch_no = int(conn.execute(_LAST_BATCH_NO, {"study": study_uid}).scalar_one()) + 1
             key_ids = sorted({r.key_id for r in rows})
-            wraps = conn.execute(
-                select(study_keys.c.key_id, study_keys.c.kem, study_keys.c.custodian_wrap).where(
-                    study_keys.c.key_id.in_(key_ids)
-                )
-            ).all()
+            custodian_wraps = wraps_for(conn, key_ids, CUSTODIAN)
+            owner_wraps = (
+                custodian_wraps
+                if owner.recipient == CUSTODIAN
+                else wraps_for(conn, key_ids, owner.recipient)
+            )
+        lacking = [k for k in key_ids if k not in owner_wraps]
+        if lacking and fallback is not None and fallback.recipient == CUSTODIAN:
+            log.warning(
+                "study %s: its owner %s holds no wrap of %d study key(s); this batch goes to"
+                " the custodian, pending a transfer",
+                study_uid,
+                owner.address,
+                len(lacking),
+            )
+            owner, owner_wraps = fallback, custodian_wraps
+            lacking = [k for k in key_ids if k not in owner_wraps]
+        if lacking:  # sealing now would anchor a record its owner could not read
+            raise MissingKeyWrapError(
+                f"the record owner {owner.recipient} has no wrap of study key(s)"
+                f" {', '.join(lacking)}; add it (gateway.keywraps.add_recipient) first"
+            )
         entries = tuple(
             ManifestEntry(
                 cid=r.cid,
@@ -173,7 +202,11 @@ class BatchSealer:
             batch_no=batch_no,
             created_at=now,
             entries=entries,
-            key_wraps=tuple(KeyWrap(w.key_id, w.kem, bytes(w.custodian_wrap)) for w in wraps),
+            key_wraps=tuple(
+                KeyWrap(k, custodian_wraps[k].kem, custodian_wraps[k].wrap)
+                for k in key_ids
+                if k in custodian_wraps
+            ),
         )
         root = manifest.root
         manifest_key, manifest_key_id = crypto.new_data_key(), crypto.new_key_id()
@@ -181,7 +214,10 @@ class BatchSealer:
             crypto.seal(manifest_key, manifest_key_id, manifest.to_bytes())
         )
         capsule = Capsule(
-            manifest_cid, manifest_key_id, manifest_key, self._held_keys(study_uid, key_ids)
+            manifest_cid,
+            manifest_key_id,
+            manifest_key,
+            study_key_wraps=tuple((bytes.fromhex(k), owner_wraps[k].wrap) for k in key_ids),
         )
         sealed_capsule = crypto.wrap(owner.public, owner.kem, capsule.to_bytes(), capsule_info(rid))
         key_wrap = crypto.wrap(
@@ -224,22 +260,55 @@ class BatchSealer:
         )
         return SealedBatch(batch_id, study_uid, batch_no, rid, root, manifest_cid, len(rows))
 
-    def _held_keys(self, study_uid: str, key_ids: Sequence[str]) -> tuple[tuple[bytes, bytes], ...]:
-        """The batch's study keys that are still in memory (usually its only one)."""
-        key = self._keys.peek(study_uid)
-        if key is None or key.key_id not in key_ids:
-            return ()
-        return ((bytes.fromhex(key.key_id), key.key),)
+    def reseal_capsule(self, batch_id: int, owner: RecordOwner, custodian: crypto.KeyPair) -> bytes:
+        """The capsule of an existing batch, sealed anew to ``owner`` (a transfer): the same
+        manifest key (opened from the custodian's wrap in the row) and ``owner``'s wraps of
+        every study key the batch uses (MissingKeyWrapError if one is lacking)."""
+        with self._db.read() as conn:
+            row = conn.execute(select(anchor_batches).where(anchor_batches.c.id == batch_id)).one()
+            key_ids = sorted(
+                {
+                    r.key_id
+                    for r in conn.execute(
+                        select(instances.c.key_id)
+                        .join(
+                            anchor_batch_members,
+                            anchor_batch_members.c.instance_id == instances.c.id,
+                        )
+                        .where(anchor_batch_members.c.batch_id == batch_id)
+                    )
+                }
+            )
+            wraps = wraps_for(conn, key_ids, owner.recipient)
+        lacking = [k for k in key_ids if k not in wraps]
+        if lacking:
+            raise MissingKeyWrapError(
+                f"{owner.recipient} has no wrap of study key(s) {', '.join(lacking)}"
+            )
+        manifest_key = crypto.unwrap(
+            custodian, bytes(row.manifest_key_wrap), manifest_key_info(row.manifest_key_id)
+        )
+        capsule = Capsule(
+            row.manifest_cid,
+            bytes.fromhex(row.manifest_key_id),
+            manifest_key,
+            study_key_wraps=tuple((bytes.fromhex(k), wraps[k].wrap) for k in key_ids),
+        )
+        rid = bytes.fromhex(row.record_id)
+        return crypto.wrap(owner.public, owner.kem, capsule.to_bytes(), capsule_info(rid))
 
     def seal_many(
-        self, studies: Sequence[str], owner_of: Callable[[str], RecordOwner]
+        self,
+        studies: Sequence[str],
+        owner_of: Callable[[str], RecordOwner],
+        fallback: RecordOwner | None = None,
     ) -> list[SealedBatch]:
         """Seal each study in turn; one failure is logged and does not stop the others."""
         sealed = []
         for study in studies:
             try:
-                batch = self.seal(study, owner_of(study))
-            except StorageError as e:
+                batch = self.seal(study, owner_of(study), fallback)
+            except (StorageError, MissingKeyWrapError) as e:
                 log.error("could not seal a batch of study %s: %s", study, e)
                 continue
             if batch is not None:

@@ -16,15 +16,18 @@ from dataclasses import dataclass
 
 from gateway import crypto
 from gateway.errors import IntegrityError
+from gateway.keys import study_key_info
 from gateway.merkle import merkle_root
 
 MANIFEST_FORMAT = "ztbridge-manifest-v1"
 LEAF_VERSION = 1
-CAPSULE_VERSION = 1
+CAPSULE_VERSION = 2
 RECORD_ID_CONTEXT = b"ztbridge/record-id/v1\x00"
+STUDY_ID_CONTEXT = b"ztbridge/study-id/v1\x00"
 CAPSULE_INFO = b"ztbridge/capsule/v1/"
 MANIFEST_KEY_INFO = b"ztbridge/manifest-key/v1/"
 _U64 = struct.Struct(">Q")
+_U16 = struct.Struct(">H")
 
 
 @dataclass(frozen=True)
@@ -156,52 +159,106 @@ class Manifest:
 class Capsule:
     """What the record owner needs to read a record from the chain and the store alone.
 
-    ``study_keys`` holds the keys that were still in memory when the batch was sealed (the
-    normal case); a batch sealed later (after a restart) carries none, and its reader unwraps
-    them from the manifest's custodian wraps instead (see docs/ledger.md).
+    Version 2 (written now): ``study_key_wraps`` holds, for every study key the batch's
+    instances use, the owner's own wrap of it as read from the index (``key_wraps``), so the
+    capsule is complete whatever happened between ingest and sealing: the gateway never has to
+    hold a plaintext study key to seal a batch. Version 1 (older records, still read):
+    ``study_keys`` holds the plaintext keys that were still in memory when the batch was
+    sealed, often none. ``open_study_keys`` gives the keys of either.
     """
 
     manifest_cid: str
     manifest_key_id: bytes
     manifest_key: bytes
     study_keys: tuple[tuple[bytes, bytes], ...] = ()
+    study_key_wraps: tuple[tuple[bytes, bytes], ...] = ()
+
+    @property
+    def version(self) -> int:
+        """1 for a legacy capsule carrying plaintext keys, else 2."""
+        return 1 if self.study_keys else CAPSULE_VERSION
 
     def to_bytes(self) -> bytes:
-        """``0x01 | key id (16) | key (32) | u8 n | n x (key id 16 | key 32) | CID (ASCII)``."""
+        """v2: ``0x02 | key id (16) | key (32) | u8 n | n x (key id 16 | u16be len | wrap)
+        | CID (ASCII)``; v1 (only when ``study_keys`` is given): ``0x01 | key id | key | u8 n
+        | n x (key id 16 | key 32) | CID``."""
         if len(self.manifest_key_id) != 16 or len(self.manifest_key) != 32:
             raise ValueError("manifest key id must be 16 bytes and key 32 bytes")
-        if len(self.study_keys) > 255:
+        if self.study_keys and self.study_key_wraps:
+            raise ValueError("a capsule carries plaintext keys (v1) or wraps (v2), not both")
+        items = self.study_keys or self.study_key_wraps
+        if len(items) > 255:
             raise ValueError("too many study keys in one capsule")
-        out = bytearray((CAPSULE_VERSION,))
-        out += self.manifest_key_id + self.manifest_key + bytes((len(self.study_keys),))
-        for key_id, key in self.study_keys:
-            if len(key_id) != 16 or len(key) != 32:
-                raise ValueError("study key id must be 16 bytes and key 32 bytes")
-            out += key_id + key
+        out = bytearray((self.version,))
+        out += self.manifest_key_id + self.manifest_key + bytes((len(items),))
+        for key_id, value in items:
+            if len(key_id) != 16:
+                raise ValueError("study key id must be 16 bytes")
+            if self.study_keys:
+                if len(value) != 32:
+                    raise ValueError("study key must be 32 bytes")
+                out += key_id + value
+            else:
+                if not 0 < len(value) < 1 << 16:
+                    raise ValueError("study key wrap out of range")
+                out += key_id + _U16.pack(len(value)) + value
         out += self.manifest_cid.encode("ascii")
         return bytes(out)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Capsule:
-        """Parse ``to_bytes`` output; anything else is an IntegrityError."""
-        if len(data) < 50 or data[0] != CAPSULE_VERSION:
+        """Parse ``to_bytes`` output (either version); anything else is an IntegrityError."""
+        if len(data) < 50 or data[0] not in (1, CAPSULE_VERSION):
             raise IntegrityError("not a ztbridge capsule")
         n = data[49]
-        end = 50 + 48 * n
-        if len(data) <= end:
-            raise IntegrityError("capsule truncated")
-        keys = tuple((data[i : i + 16], data[i + 16 : i + 48]) for i in range(50, end, 48))
+        pos = 50
+        items: list[tuple[bytes, bytes]] = []
+        for _ in range(n):
+            key_id = data[pos : pos + 16]
+            if data[0] == 1:
+                size, start = 32, pos + 16
+            else:
+                if len(data) < pos + 18:
+                    raise IntegrityError("capsule truncated")
+                size, start = _U16.unpack_from(data, pos + 16)[0], pos + 18
+            pos = start + size
+            if len(data) <= pos:
+                raise IntegrityError("capsule truncated")
+            items.append((key_id, data[start:pos]))
         try:
-            cid = data[end:].decode("ascii")
+            cid = data[pos:].decode("ascii")
         except UnicodeDecodeError as e:
             raise IntegrityError("capsule CID is not ASCII") from e
-        return cls(cid, data[1:17], data[17:49], keys)
+        if data[0] == 1:
+            return cls(cid, data[1:17], data[17:49], tuple(items))
+        return cls(cid, data[1:17], data[17:49], (), tuple(items))
+
+    def open_study_keys(self, pair: crypto.KeyPair) -> tuple[tuple[bytes, bytes], ...]:
+        """(key id, study key) for every study key the capsule carries, with the owner's key
+        pair (v2 wraps are opened with it; v1 keys are in clear inside the capsule)."""
+        if self.study_keys:
+            return self.study_keys
+        return tuple(
+            (key_id, crypto.unwrap(pair, wrap, study_key_info(key_id.hex())))
+            for key_id, wrap in self.study_key_wraps
+        )
 
 
 def record_id(secret: bytes, study_uid: str, batch_no: int) -> bytes:
     """The on-chain name of a study batch: a keyed hash, never the UID itself."""
     message = RECORD_ID_CONTEXT + study_uid.encode("ascii") + b"\x00" + str(batch_no).encode()
     return crypto.keyed_hash(secret, message)
+
+
+def study_id(secret: bytes, study_uid: str) -> bytes:
+    """The on-chain name of a study (what grants and ownership are per): a keyed hash.
+
+    Why a keyed hash and not a random id kept in the index: it is as opaque (nobody without
+    the gateway's record-id secret can confirm a guessed UID, nor link it to one), needs no
+    table, no backup and no lookup on the anchoring path, and is the same on every chain the
+    study is ever anchored to. Domain-separated from record ids, so no record id is a study id.
+    """
+    return crypto.keyed_hash(secret, STUDY_ID_CONTEXT + study_uid.encode("ascii"))
 
 
 def capsule_info(record: bytes) -> bytes:

@@ -133,12 +133,24 @@ class Outbox:
         ]
 
     def send_batch(
-        self, ledger: Ledger, sender: LocalAccount, deployment_id: int, row: PendingBatch
+        self,
+        ledger: Ledger,
+        sender: LocalAccount,
+        deployment_id: int,
+        row: PendingBatch,
+        study_id: bytes,
     ) -> str:
-        """Anchor one batch; returns the row's new state. Chain errors propagate (backoff)."""
+        """Anchor one batch of the study ``study_id``; returns the row's new state. Chain
+        errors propagate (backoff)."""
         try:
             receipt = ledger.anchor_study(
-                sender, row.owner, row.record_id, row.merkle_root, row.manifest_cid, row.capsule
+                sender,
+                row.owner,
+                row.record_id,
+                row.merkle_root,
+                row.manifest_cid,
+                row.capsule,
+                study_id=study_id,
             )
         except LedgerRevertError as e:
             if e.name != "RecordExists":

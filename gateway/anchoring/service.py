@@ -18,15 +18,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from sqlalchemy import select
+
 from gateway.anchoring.batches import BatchSealer, RecordOwner, SealedBatch
+from gateway.anchoring.manifest import study_id
 from gateway.anchoring.outbox import ANCHORED, Outbox
 from gateway.anchoring.policy import audit_range_due, due_studies
 from gateway.audit import AuditLog
 from gateway.clock import Clock
 from gateway.errors import AuditError, StorageError
 from gateway.index.database import Database
-from gateway.index.models import anchor_batches, audit_anchors
-from gateway.keys import CustodianPublic, StudyKeyCache
+from gateway.index.models import anchor_batches, audit_anchors, study_owners
+from gateway.keys import CustodianPublic
 from gateway.ledger.accounts import GatewayAccounts
 from gateway.ledger.errors import LedgerError
 from gateway.ledger.lock import LedgerLock
@@ -61,7 +64,6 @@ class Anchoring:
         settings: Settings,
         db: Database,
         store: ContentStore,
-        keys: StudyKeyCache,
         custodian: CustodianPublic,
         audit: AuditLog,
         clock: Clock,
@@ -73,7 +75,7 @@ class Anchoring:
         self.clock = clock
         self.custodian = custodian
         self.accounts = accounts
-        self.sealer = BatchSealer(db, store, keys, custodian, accounts.record_secret, clock)
+        self.sealer = BatchSealer(db, store, custodian, accounts.record_secret, clock)
         self.outbox = Outbox(db, clock)
         self.lock = LedgerLock(settings.home / "ledger" / "LOCK")
         self._released: set[str] = set()
@@ -90,16 +92,30 @@ class Anchoring:
 
     # -- sealing ----------------------------------------------------------------------------
 
-    def owner_of(self, study_uid: str) -> RecordOwner:
-        """Whom a study's records belong to on-chain.
-
-        Today always the custodian: there are no patient accounts yet. When the portal links
-        a patient account to a Patient ID, this returns that account and its HPKE key, and
-        new batches are sealed to the patient.
-        """
+    def custodian_owner(self) -> RecordOwner:
+        """The custodian as a record owner (studies whose patient has no account yet)."""
         return RecordOwner(
             self.accounts.custodian_address, self.custodian.public, self.custodian.kem
         )
+
+    def owner_of(self, study_uid: str) -> RecordOwner:
+        """Whom a study's new records belong to on-chain.
+
+        The patient the study was transferred to (``study_owners``, written by
+        ``gateway.anchoring.transfer``): later batches are sealed and anchored to the patient
+        directly. Otherwise the custodian.
+        """
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(study_owners).where(study_owners.c.study_uid == study_uid)
+            ).first()
+        if row is None:
+            return self.custodian_owner()
+        return RecordOwner(row.owner, bytes(row.public_key), row.kem, row.recipient)
+
+    def study_id(self, study_uid: str) -> bytes:
+        """The study's opaque on-chain id (grants and ownership are per study)."""
+        return study_id(self.accounts.record_secret, study_uid)
 
     def association_ended(self, studies: Iterable[str]) -> None:
         """An association that brought these studies was released or aborted: seal them soon.
@@ -128,7 +144,7 @@ class Anchoring:
                 self.clock.now(),
                 self.settings.ledger.anchor_idle_seconds,
             )
-        sealed = self.sealer.seal_many(due, self.owner_of)
+        sealed = self.sealer.seal_many(due, self.owner_of, self.custodian_owner())
         now = self.clock.monotonic()
         if self._last_max_id is not None and scan.max_id != self._last_max_id:
             self._moved_at = now
@@ -142,7 +158,7 @@ class Anchoring:
 
     def seal_studies(self, studies: Iterable[str]) -> list[SealedBatch]:
         """Seal these studies now (``ztbridge import`` after its last file)."""
-        return self.sealer.seal_many(sorted(set(studies)), self.owner_of)
+        return self.sealer.seal_many(sorted(set(studies)), self.owner_of, self.custodian_owner())
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -198,7 +214,9 @@ class Anchoring:
                 if stopping():
                     break
                 try:
-                    state = self.outbox.send_batch(session.ledger, sender, deployment, row)
+                    state = self.outbox.send_batch(
+                        session.ledger, sender, deployment, row, self.study_id(row.study_uid)
+                    )
                 except LedgerError as e:
                     self.outbox.note_failure(anchor_batches, row.id, str(e))
                     raise

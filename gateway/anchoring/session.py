@@ -3,11 +3,14 @@
 The embedded chain deploys itself on first connection (the first ``ztbridge up``); a JSON-RPC
 chain must have been deployed to with ``ztbridge chain deploy --rpc URL``, and is checked to be
 that same chain (chain id, hash of the deployment block, code at the address) before anything
-is sent to it.
+is sent to it. Only a registry of this build's version is written to: an older one on the
+embedded chain is replaced by a new deployment at the next writable start (its records stay
+readable where they are); on an RPC chain the operator is told to run ``chain deploy``.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ from gateway.ledger.deployment import (
     fund_accounts,
     latest_deployment,
     open_embedded,
+    outdated_message,
     record_deployment,
     rpc_chain,
 )
@@ -37,6 +41,8 @@ from gateway.ledger.retry import RetryPolicy
 from gateway.settings import Settings
 
 ETH = 10**18
+
+log = logging.getLogger("ztbridge.anchoring")
 
 
 @dataclass
@@ -106,6 +112,15 @@ def connect(
                     embedded, db, audit, clock, accounts, custodian, actor
                 )
             check_deployment(chain, deployment, "the embedded chain")
+            old = Ledger(chain, deployment.address)
+            if not read_only and not old.is_current():
+                log.warning(
+                    "%s; deploying the new registry on the embedded chain now",
+                    outdated_message(old, "the embedded chain", "See docs/ledger.md, 'Upgrading'"),
+                )
+                deployment = _deploy_embedded(
+                    embedded, db, audit, clock, accounts, custodian, actor
+                )
             if not read_only:  # test ether is free here: keep the sender topped up
                 embedded.fund(accounts.sender_address, EMBEDDED_FUNDING, minimum=ETH)
         except BaseException:
@@ -121,6 +136,18 @@ def connect(
             sleep=sleep,
         )
         found = find_deployment(db, "rpc", chain)
+        outdated = None if found else find_deployment(db, "rpc", chain, current_only=False)
+        if outdated is not None and not read_only:
+            chain.close()
+            raise LedgerConfigError(
+                outdated_message(
+                    Ledger(chain, outdated.address),
+                    url,
+                    f"Run 'ztbridge chain deploy --rpc {url}' to deploy it there (anchors wait"
+                    " in the outbox until then)",
+                )
+            )
+        found = found or outdated
         if found is None:
             raise LedgerConfigError(
                 f"no registry was deployed to the chain at {url} (chain id {chain.chain_id}):"

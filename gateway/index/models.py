@@ -55,6 +55,20 @@ study_keys = Table(
     Column("created_at", String(40), nullable=False),
 )
 
+# One HPKE wrap of a study key per recipient (docs/ledger.md, "Key wraps per recipient"):
+# "custodian" always, "user:<0x address, lower case>" for a patient linked to the study's Patient
+# ID and every doctor it is shared with. Written in the ingest transaction (gateway/keywraps.py);
+# rows of homes written before this table fall back to ``study_keys.custodian_wrap``.
+key_wraps = Table(
+    "key_wraps",
+    metadata,
+    Column("key_id", String(32), ForeignKey("study_keys.key_id"), primary_key=True),
+    Column("recipient", String(80), primary_key=True),
+    Column("kem", String(32), nullable=False),
+    Column("wrap", LargeBinary, nullable=False),
+    Column("created_at", String(40), nullable=False),
+)
+
 instances = Table(
     "instances",
     metadata,
@@ -257,6 +271,20 @@ anchor_batches = Table(
     UniqueConstraint("study_uid", "batch_no", name="uq_batch_study_no"),
 )
 Index("ix_anchor_batches_state", anchor_batches.c.state, anchor_batches.c.id)
+
+# Who owns a study on-chain once it was transferred from the custodian to its patient
+# (gateway/anchoring/transfer.py): later batches are sealed and anchored to this account
+# directly. No row: the custodian owns the study. The HPKE key is the one the registry holds.
+study_owners = Table(
+    "study_owners",
+    metadata,
+    Column("study_uid", UID, ForeignKey("studies.study_uid"), primary_key=True),
+    Column("owner", String(42), nullable=False),
+    Column("recipient", String(80), nullable=False),
+    Column("kem", String(32), nullable=False),
+    Column("public_key", LargeBinary, nullable=False),
+    Column("transferred_at", String(40), nullable=False),
+)
 
 # Which batch each instance went into (an instance is in exactly one batch).
 anchor_batch_members = Table(

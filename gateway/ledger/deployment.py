@@ -4,9 +4,15 @@ A deployment is recorded in the index (``ledger_deployments``) with the chain's 
 hash of the block that deployed the contract, so the gateway can tell "the node at this URL is
 the chain I deployed to" from "this is a fresh dev chain" or "someone pointed me at another
 network". Deploying is idempotent: the
-registry is always the admin account's first transaction on a chain, so after a crash between
-mining it and recording it, the contract is found again at its CREATE address instead of being
-deployed twice; user registrations are checked on-chain before each is sent.
+registry is deployed by the admin account, so after a crash between mining it and recording
+it, the contract is found again at one of the admin's CREATE addresses instead of being deployed
+twice; user registrations are checked on-chain before each is sent.
+
+Versions: the gateway writes only to a registry whose code is exactly its own artifact's
+(``Ledger.is_current``). A deployment of an older registry (version 1: per-record grants, no
+transfer) stays readable (the views the gateway reads kept their signatures) but is never
+written to: the embedded chain deploys the new registry beside it on the next start, and an
+RPC chain is told to run ``ztbridge chain deploy --rpc URL`` (docs/ledger.md, "Upgrading").
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from gateway.ledger.accounts import GatewayAccounts
 from gateway.ledger.chain import Chain
 from gateway.ledger.embedded import EmbeddedChain
 from gateway.ledger.errors import LedgerConfigError
-from gateway.ledger.ledger import Ledger, Role
+from gateway.ledger.ledger import CONTRACT_VERSION, Ledger, Role
 from gateway.ledger.rpc import RpcChain
 
 #: The embedded chain's journal, relative to the data folder.
@@ -37,8 +43,8 @@ JOURNAL = Path("ledger") / "chain.journal"
 EMBEDDED_FUNDING = 1000 * 10**18
 #: Gas the admin spends on deploy + two registrations, for the "needs funds" check.
 DEPLOY_GAS = 4_000_000
-#: Gas of one anchorRecord with headroom, for the sender's funding hint.
-ANCHOR_GAS = 450_000
+#: Gas of one anchorRecord with headroom (≈ 490 k with an X25519 capsule), for the funding hint.
+ANCHOR_GAS = 600_000
 
 
 @dataclass(frozen=True)
@@ -79,14 +85,33 @@ def _hex(value: bytes | None) -> str | None:
     return None if value is None else "0x" + value.hex()
 
 
-def find_deployment(db: Database, backend: str, chain: Chain) -> Deployment | None:
-    """The recorded deployment that ``chain`` holds (same id, same deploy block), if any."""
+def find_deployment(
+    db: Database, backend: str, chain: Chain, *, current_only: bool = True
+) -> Deployment | None:
+    """The newest recorded deployment that ``chain`` holds (same id, same deploy block).
+
+    ``current_only`` (the default): only one whose code is this build's registry, so a chain
+    holding just an older registry reads as "not deployed yet" and ``chain deploy`` deploys
+    the new one; pass False to find the old one (to say so).
+    """
     for d in reversed(list_deployments(db)):
         if d.backend != backend or d.chain_id != chain.chain_id:
             continue
-        if _hex(chain.block_hash(d.deploy_block)) == d.deploy_block_hash:
+        if _hex(chain.block_hash(d.deploy_block)) != d.deploy_block_hash:
+            continue
+        if not current_only or Ledger(chain, d.address).is_current():
             return d
     return None
+
+
+def outdated_message(ledger: Ledger, where: str, fix: str) -> str:
+    """What to tell an operator whose recorded registry is an older version."""
+    return (
+        f"the registry at {ledger.address} on {where} is version {ledger.contract_version()};"
+        f" this ztbridge needs version {CONTRACT_VERSION} (study transfers, per-study grants)."
+        f" {fix}. Records anchored on the old registry stay where they are and stay readable"
+        " ('ztbridge verify' reads each batch from the registry it went to)"
+    )
 
 
 def record_deployment(
@@ -163,18 +188,31 @@ def deploy_registry(chain: Chain, accounts: GatewayAccounts, custodian: Custodia
             "the gateway's admin account has no funds on this chain: "
             + funding_hint(chain, accounts)
         )
-    first = get_create_address(admin.address, 0)  # type: ignore[arg-type]
-    if chain.nonce(admin.address) > 0 and chain.has_code(first):
-        ledger = Ledger(chain, first)
+    found = _current_registry(chain, admin.address)
+    if found is not None:
+        ledger = Ledger(chain, found)
         if ledger.user(admin.address).role is not Role.ADMIN:
             raise LedgerConfigError(
-                f"the admin account already used this chain for something else ({first})"
+                f"the admin account already used this chain for something else ({found})"
             )
-        ledger.deploy_block = _code_block(chain, first)
+        ledger.deploy_block = _code_block(chain, found)
     else:
         ledger = Ledger.deploy(chain, admin, custodian.public)
     ensure_users(ledger, accounts, custodian)
     return ledger
+
+
+def _current_registry(chain: Chain, admin: str) -> str | None:
+    """This build's registry among the contracts ``admin`` created (newest first), if any.
+
+    The admin sends only deployments, registrations and custodian designations, so its nonce
+    stays small and this is a handful of ``eth_getCode`` calls.
+    """
+    for nonce in reversed(range(chain.nonce(admin))):
+        address = get_create_address(admin, nonce)  # type: ignore[arg-type]
+        if chain.has_code(address) and Ledger(chain, address).is_current():
+            return str(address)
+    return None
 
 
 def _code_block(chain: Chain, address: str) -> int:
@@ -195,7 +233,8 @@ def _code_block(chain: Chain, address: str) -> int:
 
 
 def ensure_users(ledger: Ledger, accounts: GatewayAccounts, custodian: CustodianPublic) -> None:
-    """Register the sender (SENDER) and the custodian (PATIENT) unless already registered."""
+    """Register the sender (SENDER) and the custodian (PATIENT) unless already registered,
+    and designate the custodian account unless it already is."""
     wanted = [
         (accounts.sender_address, Role.SENDER),
         (accounts.custodian_address, Role.PATIENT),
@@ -208,6 +247,13 @@ def ensure_users(ledger: Ledger, accounts: GatewayAccounts, custodian: Custodian
             raise LedgerConfigError(
                 f"account {address} is registered as {user.role.value}, expected {role.value}"
             )
+    designated = ledger.custodian()
+    if designated is None:
+        ledger.designate_custodian(accounts.admin, accounts.custodian_address)
+    elif designated != ledger.chain.w3.to_checksum_address(accounts.custodian_address):
+        raise LedgerConfigError(
+            f"the registry at {ledger.address} names another custodian ({designated})"
+        )
 
 
 def open_embedded(home: Path, *, read_only: bool = False, **options: Any) -> EmbeddedChain:

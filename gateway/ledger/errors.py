@@ -2,7 +2,7 @@
 
 Every library exception crossing the ledger boundary is re-raised as one of these ``from e``;
 a revert keeps the contract's custom error name and arguments because that is what a caller
-decides on (``RecordExists`` is "already anchored", ``NotRecordOwner`` is a refusal).
+decides on (``RecordExists`` is "already anchored", ``NotStudyOwner`` is a refusal).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The registry contract in the gateway's vocabulary: register, anchor, grant, ask.
+"""The registry contract in the gateway's vocabulary: register, anchor, transfer, grant, ask.
 
 Why a wrapper rather than raw web3 calls in the services: callers speak in users, studies and
 grants, get typed results and one error family (a refusal is ``LedgerRevertError`` carrying the
@@ -15,12 +15,27 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.abi import event_abi_to_log_topic
 from web3 import Web3
 from web3.contract import Contract
+from web3.exceptions import BadFunctionCallOutput
 from web3.types import TxParams, TxReceipt
 
 from gateway.ledger.artifact import Artifact, registry_artifact
 from gateway.ledger.chain import GAS_HEADROOM, REVERTS, Chain, checksum
 from gateway.ledger.errors import LedgerConfigError, LedgerRevertError
 from gateway.ledger.revert import ErrorDecoder
+
+#: The contract interface this gateway writes to (``VERSION()``; 1 when the getter is absent).
+CONTRACT_VERSION = 2
+#: Just the ``VERSION()`` getter, so the version of any registry can be asked, whatever ABI
+#: the ``Ledger`` was built with.
+_VERSION_ABI: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "name": "VERSION",
+        "inputs": [],
+        "outputs": [{"name": "", "type": "uint256"}],
+        "stateMutability": "view",
+    }
+]
 
 
 class Role(enum.Enum):
@@ -199,27 +214,48 @@ class Ledger:
         merkle_root: bytes,
         manifest_cid: str,
         sealed_capsule: bytes,
+        *,
+        study_id: bytes,
     ) -> AnchorReceipt:
-        """``anchorRecord``: anchor one study batch for ``patient`` (never overwrites)."""
+        """``anchorRecord``: anchor one study batch for ``patient`` (never overwrites).
+
+        ``patient`` must be the study's owner, or the custodian (a batch sealed before the
+        study was transferred); anything else is ``StudyOwnerMismatch``.
+        """
         return self._send(
             sender,
             "anchorRecord",
             checksum(patient),
             _bytes32(record_id),
+            _bytes32(study_id),
             _bytes32(merkle_root),
             manifest_cid,
             sealed_capsule,
         )
 
-    def grant(
-        self, patient: LocalAccount, record_id: bytes, doctor: str, sealed_capsule: bytes
-    ) -> AnchorReceipt:
-        """``grant``: the owning patient lets ``doctor`` in with a capsule sealed to it."""
-        return self._send(patient, "grant", _bytes32(record_id), checksum(doctor), sealed_capsule)
+    def designate_custodian(self, admin: LocalAccount, account: str) -> AnchorReceipt:
+        """``designateCustodian``: name the custodian account, once for the registry's life."""
+        return self._send(admin, "designateCustodian", checksum(account))
 
-    def revoke(self, patient: LocalAccount, record_id: bytes, doctor: str) -> AnchorReceipt:
-        """``revoke``: end ``doctor``'s grant (forward-only)."""
-        return self._send(patient, "revoke", _bytes32(record_id), checksum(doctor))
+    def transfer_record(
+        self, admin: LocalAccount, record_id: bytes, patient: str, sealed_capsule: bytes
+    ) -> AnchorReceipt:
+        """``transferRecord``: hand a custodian-owned record to ``patient`` with its capsule
+        re-sealed to the patient (admin only; the record's study becomes the patient's)."""
+        return self._send(
+            admin, "transferRecord", _bytes32(record_id), checksum(patient), sealed_capsule
+        )
+
+    def grant_study(
+        self, patient: LocalAccount, study_id: bytes, doctor: str, sealed_capsule: bytes
+    ) -> AnchorReceipt:
+        """``grant``: the study's owner lets ``doctor`` read every record of the study, later
+        ones included, with a capsule sealed to the doctor."""
+        return self._send(patient, "grant", _bytes32(study_id), checksum(doctor), sealed_capsule)
+
+    def revoke_study(self, patient: LocalAccount, study_id: bytes, doctor: str) -> AnchorReceipt:
+        """``revoke``: end ``doctor``'s grant on the study (forward-only)."""
+        return self._send(patient, "revoke", _bytes32(study_id), checksum(doctor))
 
     def anchor_audit(
         self, sender: LocalAccount, root: bytes, from_seq: int, to_seq: int
@@ -237,8 +273,50 @@ class Ledger:
             raise self.decoder.from_exception(e) from e
 
     def has_access(self, record_id: bytes, account: str) -> bool:
-        """Whether ``account`` may read ``record_id`` (owner or granted doctor, both active)."""
+        """Whether ``account`` may read ``record_id``: the active owner of the record or of its
+        study, or an active doctor with an unrevoked grant on its study."""
         return bool(self._view("hasAccess", _bytes32(record_id), checksum(account)))
+
+    def has_study_access(self, study_id: bytes, account: str) -> bool:
+        """Whether ``account`` may read the records of ``study_id`` (same rule)."""
+        return bool(self._view("hasStudyAccess", _bytes32(study_id), checksum(account)))
+
+    def study_owner(self, study_id: bytes) -> str | None:
+        """The study's owner, or None if no record of it was anchored."""
+        owner = str(self._view("studyOwner", _bytes32(study_id)))
+        return None if int(owner, 16) == 0 else checksum(owner)
+
+    def record_study(self, record_id: bytes) -> bytes | None:
+        """The study id of a record, or None if it was never anchored."""
+        try:
+            return bytes(self._view("recordStudy", _bytes32(record_id)))
+        except LedgerRevertError as e:
+            if e.name == "UnknownRecord":
+                return None
+            raise
+
+    def custodian(self) -> str | None:
+        """The designated custodian account, or None before ``designate_custodian``."""
+        found = str(self._view("custodian"))
+        return None if int(found, 16) == 0 else checksum(found)
+
+    def contract_version(self) -> int:
+        """The deployed registry's interface version: ``VERSION()``, or 1 for the first
+        registry (which had no such getter: its call reverts or returns nothing)."""
+        probe = self.chain.w3.eth.contract(address=self.address, abi=_VERSION_ABI)
+        try:
+            return int(self.chain.call_node(probe.functions.VERSION().call, "VERSION"))
+        except REVERTS:
+            return 1
+        except BadFunctionCallOutput:  # no code, or a node that returns empty data
+            return 1
+
+    def is_current(self) -> bool:
+        """Whether the code at the address is exactly this build's registry (the committed
+        artifact's runtime bytecode, whatever ABI this ``Ledger`` was built with), so every
+        verb here is safe to call on it."""
+        code = self.chain.call_node(lambda: self.chain.w3.eth.get_code(self.address), "getCode")
+        return bytes(code) == _hexbytes(registry_artifact().deployed_bytecode)
 
     def user(self, account: str) -> User:
         """``getUser``; role None when unregistered."""
@@ -279,9 +357,9 @@ class Ledger:
             return None
         return self.record(owner, int(index))
 
-    def grant_of(self, record_id: bytes, doctor: str) -> tuple[bool, int, bytes]:
-        """``getGrant``: (active, grantedAt, sealedCapsule)."""
-        active, at, capsule = self._view("getGrant", _bytes32(record_id), checksum(doctor))
+    def study_grant(self, study_id: bytes, doctor: str) -> tuple[bool, int, bytes]:
+        """``getGrant``: (active, grantedAt, sealedCapsule) of ``doctor`` on the study."""
+        active, at, capsule = self._view("getGrant", _bytes32(study_id), checksum(doctor))
         return bool(active), int(at), bytes(capsule)
 
     def last_audit_seq(self) -> int:
@@ -361,6 +439,10 @@ class Ledger:
                 )
             )
         return out
+
+
+def _hexbytes(text: str) -> bytes:
+    return bytes.fromhex(text.removeprefix("0x"))
 
 
 def _bytes32(value: bytes) -> bytes:

@@ -137,44 +137,51 @@ def test_capsule_and_manifest_open_with_the_custodian(gw: Gateway, tmp_path: Pat
     )
     assert manifest.root == batch.merkle_root and manifest.root.hex() == row.merkle_root
     assert (manifest.study_uid, len(manifest.entries)) == (study, 4)
-    # The study key was still in memory, so the capsule carries it (a patient needs it).
+    # The capsule carries the owner's wrap of the study key (a patient owner needs it).
     with gw.db.read() as conn:
         key_row = conn.execute(select(study_keys)).one()
     study_key = crypto.unwrap(pair, key_row.custodian_wrap, study_key_info(key_row.key_id))
-    assert capsule.study_keys == ((bytes.fromhex(key_row.key_id), study_key),)
+    assert capsule.version == 2 and capsule.study_keys == ()
+    assert capsule.open_study_keys(pair) == ((bytes.fromhex(key_row.key_id), study_key),)
     assert [w.key_id for w in manifest.key_wraps] == [key_row.key_id]
 
 
-def test_restart_finds_unbatched_instances_without_their_key(
-    tmp_path: Path, clock: FixedClock
+@pytest.mark.parametrize("forget", ["restart", "idle-eviction"])
+def test_capsule_holds_the_study_keys_whatever_happened_before_sealing(
+    tmp_path: Path, clock: FixedClock, forget: str
 ) -> None:
+    """The key cache is gone before the batch is sealed (a restart, or the study went idle
+    and its key was evicted): the capsule still opens every instance of the batch."""
     home = tmp_path / "home"
-    first = open_gw(home, clock)
-    study = ingest_study(first, tmp_path / "a", 2)
-    first.close()  # "crash" before any batch was sealed: the key left with the process
-
-    second = open_gw(home, clock)
+    gw = open_gw(home, clock)
     try:
-        anchoring = anchoring_of(second)
-        assert anchoring.seal_due() == []  # not idle yet by the clock
-        clock.advance(31)
-        (batch,) = anchoring.seal_due()
+        study = ingest_study(gw, tmp_path / "a", 2)
+        if forget == "restart":  # "crash" before any batch was sealed
+            gw.close()
+            gw = open_gw(home, clock)
+        clock.advance(gw.settings.ingest.study_key_idle_seconds + 31)
+        assert gw.keys.forget_idle() == (1 if forget == "idle-eviction" else 0)
+        (batch,) = anchoring_of(gw).seal_due()
         assert (batch.study_uid, batch.instance_count) == (study, 2)
-        pair = unlock_custodian(second.keys_dir, PASSPHRASE)
-        (row,) = batch_rows(second)
+        pair = unlock_custodian(gw.keys_dir, PASSPHRASE)
+        (row,) = batch_rows(gw)
         capsule = Capsule.from_bytes(
             crypto.unwrap(pair, bytes(row.capsule), capsule_info(batch.record_id))
         )
-        assert capsule.study_keys == ()  # no key in memory: the manifest's wraps serve
+        keys = {key_id.hex(): key for key_id, key in capsule.open_study_keys(pair)}
+        with gw.db.read() as conn:
+            (key_row,) = conn.execute(select(study_keys)).all()
+        assert list(keys) == [key_row.key_id]
         manifest = Manifest.from_bytes(
-            crypto.open_sealed(capsule.manifest_key, second.store.get(row.manifest_cid))
+            crypto.open_sealed(capsule.manifest_key, gw.store.get(row.manifest_cid))
         )
-        (wrap,) = manifest.key_wraps
-        key = crypto.unwrap(pair, wrap.wrap, study_key_info(wrap.key_id))
-        plain = crypto.open_sealed(key, second.store.get(manifest.entries[0].cid))
-        assert len(plain) == manifest.entries[0].size
+        for entry in manifest.entries:  # the capsule alone opens every image of the batch
+            plain = crypto.open_sealed(keys[entry.key_id], gw.store.get(entry.cid))
+            assert len(plain) == entry.size
+        (wrap,) = manifest.key_wraps  # and the custodian's wraps are in the manifest too
+        assert crypto.unwrap(pair, wrap.wrap, study_key_info(wrap.key_id)) == keys[wrap.key_id]
     finally:
-        second.close()
+        gw.close()
 
 
 def test_lost_receipt_is_not_anchored_twice(gw: Gateway, session: Session, tmp_path: Path) -> None:
@@ -190,6 +197,7 @@ def test_lost_receipt_is_not_anchored_twice(gw: Gateway, session: Session, tmp_p
         batch.merkle_root,
         row.manifest_cid,
         bytes(row.capsule),
+        study_id=anchoring.study_id(study),
     )
     report = anchoring.send_pending(session)
     assert report.batches == 1
@@ -215,6 +223,7 @@ def test_conflicting_record_is_flagged_and_never_retried(
         b"\x99" * 32,  # someone else's root under our record id
         row.manifest_cid,
         b"capsule",
+        study_id=anchoring.study_id(study),
     )
     anchoring.send_pending(session)
     (row,) = batch_rows(gw)

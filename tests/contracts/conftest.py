@@ -35,6 +35,11 @@ def record_id(label: str) -> bytes:
     return hashlib.sha256(b"record-id:" + label.encode()).digest()
 
 
+def study_id(label: str) -> bytes:
+    """A stand-in keyed-hash study id (bytes32)."""
+    return hashlib.sha256(b"study-id:" + label.encode()).digest()
+
+
 def capsule(label: str, size: int = 139) -> bytes:
     """Opaque sealed-capsule bytes; 139 is an X25519 HPKE seal of a study key + CID."""
     seed = hashlib.sha256(b"capsule:" + label.encode()).digest()
@@ -57,6 +62,7 @@ class Cast:
     other_doctor: str
     auditor: str
     suspended_doctor: str
+    custodian: str
     outsider: str
     newcomer: str
 
@@ -72,8 +78,9 @@ class Cast:
         }
 
 
-#: The record the base state anchors for ``cast.patient``.
+#: The record the base state anchors for ``cast.patient``, and its study.
 R1 = record_id("r1")
+S1 = study_id("s1")
 
 
 @dataclass
@@ -95,7 +102,8 @@ def world() -> World:
     """The base state every test starts from.
 
     The registry is deployed and every role registered; ``suspended_doctor`` is suspended;
-    record ``R1`` is anchored for ``patient`` and granted to ``other_doctor``.
+    ``custodian`` is a PATIENT, not yet designated custodian; record ``R1`` of study ``S1`` is
+    anchored for ``patient``, and ``S1`` is granted to ``other_doctor``.
     """
     backend = PyEVMBackend(
         genesis_state=PyEVMBackend.generate_genesis_state(num_accounts=len(fields(Cast)))
@@ -115,11 +123,14 @@ def world() -> World:
         (cast.other_doctor, "DOCTOR"),
         (cast.auditor, "AUDITOR"),
         (cast.suspended_doctor, "DOCTOR"),
+        (cast.custodian, "PATIENT"),
     ]:
         reg.send(fn.addUser(account, role_id(role), hpke_key(account)), cast.admin)
     reg.send(fn.suspendUser(cast.suspended_doctor), cast.admin)
-    reg.send(fn.anchorRecord(cast.patient, R1, record_id("root1"), CID, capsule("r1")), cast.sender)
-    reg.send(fn.grant(R1, cast.other_doctor, capsule("r1-other-doctor")), cast.patient)
+    reg.send(
+        fn.anchorRecord(cast.patient, R1, S1, record_id("root1"), CID, capsule("r1")), cast.sender
+    )
+    reg.send(fn.grant(S1, cast.other_doctor, capsule("s1-other-doctor")), cast.patient)
     return World(reg=reg, cast=cast, tester=tester)
 
 

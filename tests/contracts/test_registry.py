@@ -20,20 +20,48 @@ from tests.contracts.conftest import (
     CID,
     R1,
     ROLES,
+    S1,
     World,
     capsule,
     hpke_key,
     record_id,
     role_id,
+    study_id,
 )
 
 ZERO32 = b"\x00" * 32
 ZERO_ADDRESS = "0x" + "00" * 20
 R2 = record_id("r2")
 ROOT2 = record_id("root2")
+S2 = study_id("s2")
+#: A record of study SC anchored to the custodian (by ``_custodian_record``).
+RC = record_id("rc")
+SC = study_id("sc")
 AUDIT_ROOT = record_id("audit-root")
 
 Call = Callable[[World], Any]
+Setup = Callable[[World], None]
+
+
+def _designate(w: World) -> None:
+    w.reg.send(w.fn.designateCustodian(w.cast.custodian), w.cast.admin)
+
+
+def _anchor_to_custodian(record: bytes, study: bytes) -> Setup:
+    def run(w: World) -> None:
+        w.reg.send(
+            w.fn.anchorRecord(w.cast.custodian, record, study, ROOT2, CID, capsule("c")),
+            w.cast.sender,
+        )
+
+    return run
+
+
+def _custodian_record(w: World) -> None:
+    """The custodian is designated and owns RC (study SC): what a transfer starts from."""
+    _designate(w)
+    _anchor_to_custodian(RC, SC)(w)
+
 
 # ---------------------------------------------------------------- the restricted functions
 
@@ -43,11 +71,16 @@ CALLS: dict[str, Call] = {
     "updateUserKey": lambda w: w.fn.updateUserKey(w.cast.doctor, hpke_key("rotated")),
     "suspendUser": lambda w: w.fn.suspendUser(w.cast.doctor),
     "reinstateUser": lambda w: w.fn.reinstateUser(w.cast.suspended_doctor),
-    "anchorRecord": lambda w: w.fn.anchorRecord(w.cast.patient, R2, ROOT2, CID, capsule("r2")),
+    "anchorRecord": lambda w: w.fn.anchorRecord(w.cast.patient, R2, S1, ROOT2, CID, capsule("r2")),
     "anchorAudit": lambda w: w.fn.anchorAudit(AUDIT_ROOT, 1, 10),
-    "grant": lambda w: w.fn.grant(R1, w.cast.doctor, capsule("grant")),
-    "revoke": lambda w: w.fn.revoke(R1, w.cast.other_doctor),
+    "grant": lambda w: w.fn.grant(S1, w.cast.doctor, capsule("grant")),
+    "revoke": lambda w: w.fn.revoke(S1, w.cast.other_doctor),
+    "designateCustodian": lambda w: w.fn.designateCustodian(w.cast.custodian),
+    "transferRecord": lambda w: w.fn.transferRecord(RC, w.cast.patient, capsule("rc-patient")),
 }
+
+#: What must exist before the allowed caller's call can succeed (none for most).
+SETUP: dict[str, Setup] = {"transferRecord": _custodian_record}
 
 #: Who may call each function, and the error everyone else gets.
 #: The value is (attribute of the allowed caller in Cast, error name).
@@ -58,16 +91,20 @@ POLICY: dict[str, tuple[str, str]] = {
     "reinstateUser": ("admin", "NotAdmin"),
     "anchorRecord": ("sender", "NotSender"),
     "anchorAudit": ("sender", "NotSender"),
-    "grant": ("patient", "NotRecordOwner"),
-    "revoke": ("patient", "NotRecordOwner"),
+    "grant": ("patient", "NotStudyOwner"),
+    "revoke": ("patient", "NotStudyOwner"),
+    "designateCustodian": ("admin", "NotAdmin"),
+    "transferRecord": ("admin", "NotAdmin"),
 }
 
-#: Callers by role; "other_patient" is a PATIENT who does not own R1.
+#: Callers by role; "other_patient" is a PATIENT who does not own R1; "custodian" is the
+#: custodian (designated first, so it is tried as the custodian, not as any patient).
 CALLERS = {
     "ADMIN": "admin",
     "SENDER": "sender",
     "PATIENT": "patient",
     "other_patient": "other_patient",
+    "custodian": "custodian",
     "DOCTOR": "doctor",
     "AUDITOR": "auditor",
     "unregistered": "outsider",
@@ -89,9 +126,10 @@ def _addr(w: World, attr: str) -> str:
 @pytest.mark.parametrize(("fname", "caller"), FORBIDDEN)
 def test_restricted_function_refuses_other_roles(w: World, fname: str, caller: str) -> None:
     """Every restricted function, called by every role that must not, reverts by name."""
+    SETUP.get(fname, _designate)(w)
     account = _addr(w, CALLERS[caller])
     _, error = POLICY[fname]
-    expected = (R1, account) if error == "NotRecordOwner" else (account,)
+    expected = (S1, account) if error == "NotStudyOwner" else (account,)
     with w.reg.expect_revert(error, *expected):
         CALLS[fname](w).transact({"from": account})
 
@@ -100,6 +138,7 @@ def test_restricted_function_refuses_other_roles(w: World, fname: str, caller: s
 def test_restricted_function_accepts_its_role(w: World, fname: str) -> None:
     """Positive control: the same call from the allowed caller succeeds."""
     allowed, _ = POLICY[fname]
+    SETUP.get(fname, lambda w: None)(w)
     w.reg.send(CALLS[fname](w), _addr(w, allowed))
 
 
@@ -142,6 +181,7 @@ ROLE_ATTR = {
 def test_suspended_account_can_do_nothing(w: World, role: str, fname: str) -> None:
     """Whatever a suspended account tries, even what its role allowed, is AccountSuspended."""
     account = _addr(w, ROLE_ATTR[role])
+    SETUP.get(fname, lambda w: None)(w)
     w.reg.send(w.fn.suspendUser(account), w.cast.admin2)
     with w.reg.expect_revert("AccountSuspended", account):
         CALLS[fname](w).transact({"from": account})
@@ -171,12 +211,27 @@ class Bad:
     sender: str
     error: str
     args: Callable[[World], tuple[Any, ...]] = lambda w: ()
-    setup: Callable[[World], None] = lambda w: None
+    setup: Setup = lambda w: None
 
 
-def _suspend(attr: str) -> Callable[[World], None]:
+def _suspend(attr: str) -> Setup:
     def run(w: World) -> None:
         w.reg.send(w.fn.suspendUser(_addr(w, attr)), w.cast.admin)
+
+    return run
+
+
+def _steps(*steps: Setup) -> Setup:
+    def run(w: World) -> None:
+        for step in steps:
+            step(w)
+
+    return run
+
+
+def _transfer(record: bytes, patient: str) -> Setup:
+    def run(w: World) -> None:
+        w.reg.send(w.fn.transferRecord(record, _addr(w, patient), capsule("moved")), w.cast.admin)
 
     return run
 
@@ -246,97 +301,224 @@ BAD: dict[str, Bad] = {
         lambda w: (w.cast.doctor,),
     ),
     "anchorRecord-same-id-twice": Bad(
-        lambda w: w.fn.anchorRecord(w.cast.patient, R1, ROOT2, CID, capsule("again")),
+        lambda w: w.fn.anchorRecord(w.cast.patient, R1, S1, ROOT2, CID, capsule("again")),
         "sender",
         "RecordExists",
         lambda w: (R1,),
     ),
     "anchorRecord-same-id-other-patient": Bad(
-        lambda w: w.fn.anchorRecord(w.cast.other_patient, R1, ROOT2, CID, capsule("again")),
+        lambda w: w.fn.anchorRecord(w.cast.other_patient, R1, S2, ROOT2, CID, capsule("again")),
         "sender",
         "RecordExists",
         lambda w: (R1,),
     ),
     "anchorRecord-zero-id": Bad(
-        lambda w: w.fn.anchorRecord(w.cast.patient, ZERO32, ROOT2, CID, capsule("c")),
+        lambda w: w.fn.anchorRecord(w.cast.patient, ZERO32, S1, ROOT2, CID, capsule("c")),
+        "sender",
+        "EmptyValue",
+    ),
+    "anchorRecord-zero-study": Bad(
+        lambda w: w.fn.anchorRecord(w.cast.patient, R2, ZERO32, ROOT2, CID, capsule("c")),
         "sender",
         "EmptyValue",
     ),
     "anchorRecord-zero-root": Bad(
-        lambda w: w.fn.anchorRecord(w.cast.patient, R2, ZERO32, CID, capsule("c")),
+        lambda w: w.fn.anchorRecord(w.cast.patient, R2, S1, ZERO32, CID, capsule("c")),
         "sender",
         "EmptyValue",
     ),
     "anchorRecord-empty-cid": Bad(
-        lambda w: w.fn.anchorRecord(w.cast.patient, R2, ROOT2, "", capsule("c")),
+        lambda w: w.fn.anchorRecord(w.cast.patient, R2, S1, ROOT2, "", capsule("c")),
         "sender",
         "EmptyValue",
     ),
     "anchorRecord-empty-capsule": Bad(
-        lambda w: w.fn.anchorRecord(w.cast.patient, R2, ROOT2, CID, b""),
+        lambda w: w.fn.anchorRecord(w.cast.patient, R2, S1, ROOT2, CID, b""),
         "sender",
         "EmptyValue",
     ),
     "anchorRecord-unregistered-patient": Bad(
-        lambda w: w.fn.anchorRecord(w.cast.outsider, R2, ROOT2, CID, capsule("c")),
+        lambda w: w.fn.anchorRecord(w.cast.outsider, R2, S2, ROOT2, CID, capsule("c")),
         "sender",
         "UnknownUser",
         lambda w: (w.cast.outsider,),
     ),
     "anchorRecord-to-a-doctor": Bad(
-        lambda w: w.fn.anchorRecord(w.cast.doctor, R2, ROOT2, CID, capsule("c")),
+        lambda w: w.fn.anchorRecord(w.cast.doctor, R2, S2, ROOT2, CID, capsule("c")),
         "sender",
         "NotAPatient",
         lambda w: (w.cast.doctor,),
     ),
     "anchorRecord-to-suspended-patient": Bad(
-        lambda w: w.fn.anchorRecord(w.cast.patient, R2, ROOT2, CID, capsule("c")),
+        lambda w: w.fn.anchorRecord(w.cast.patient, R2, S1, ROOT2, CID, capsule("c")),
         "sender",
         "AccountSuspended",
         lambda w: (w.cast.patient,),
         _suspend("patient"),
     ),
-    "grant-unknown-record": Bad(
-        lambda w: w.fn.grant(R2, w.cast.doctor, capsule("g")),
+    "anchorRecord-into-another-patients-study": Bad(
+        lambda w: w.fn.anchorRecord(w.cast.other_patient, R2, S1, ROOT2, CID, capsule("c")),
+        "sender",
+        "StudyOwnerMismatch",
+        lambda w: (S1, w.cast.patient),
+    ),
+    "anchorRecord-custodian-not-designated-into-a-patients-study": Bad(
+        lambda w: w.fn.anchorRecord(w.cast.custodian, R2, S1, ROOT2, CID, capsule("c")),
+        "sender",
+        "StudyOwnerMismatch",
+        lambda w: (S1, w.cast.patient),
+    ),
+    "grant-unknown-study": Bad(
+        lambda w: w.fn.grant(S2, w.cast.doctor, capsule("g")),
         "patient",
-        "UnknownRecord",
-        lambda w: (R2,),
+        "UnknownStudy",
+        lambda w: (S2,),
+    ),
+    "grant-by-record-id-is-not-a-study": Bad(
+        lambda w: w.fn.grant(R1, w.cast.doctor, capsule("g")),
+        "patient",
+        "UnknownStudy",
+        lambda w: (R1,),
     ),
     "grant-to-unregistered": Bad(
-        lambda w: w.fn.grant(R1, w.cast.outsider, capsule("g")),
+        lambda w: w.fn.grant(S1, w.cast.outsider, capsule("g")),
         "patient",
         "UnknownUser",
         lambda w: (w.cast.outsider,),
     ),
     "grant-to-a-patient": Bad(
-        lambda w: w.fn.grant(R1, w.cast.other_patient, capsule("g")),
+        lambda w: w.fn.grant(S1, w.cast.other_patient, capsule("g")),
         "patient",
         "NotADoctor",
         lambda w: (w.cast.other_patient,),
     ),
     "grant-to-an-auditor": Bad(
-        lambda w: w.fn.grant(R1, w.cast.auditor, capsule("g")),
+        lambda w: w.fn.grant(S1, w.cast.auditor, capsule("g")),
         "patient",
         "NotADoctor",
         lambda w: (w.cast.auditor,),
     ),
     "grant-to-suspended-doctor": Bad(
-        lambda w: w.fn.grant(R1, w.cast.suspended_doctor, capsule("g")),
+        lambda w: w.fn.grant(S1, w.cast.suspended_doctor, capsule("g")),
         "patient",
         "AccountSuspended",
         lambda w: (w.cast.suspended_doctor,),
     ),
     "grant-empty-capsule": Bad(
-        lambda w: w.fn.grant(R1, w.cast.doctor, b""), "patient", "EmptyValue"
+        lambda w: w.fn.grant(S1, w.cast.doctor, b""), "patient", "EmptyValue"
+    ),
+    "grant-by-custodian-after-transfer": Bad(
+        lambda w: w.fn.grant(SC, w.cast.doctor, capsule("g")),
+        "custodian",
+        "NotStudyOwner",
+        lambda w: (SC, w.cast.custodian),
+        _steps(_custodian_record, _transfer(RC, "patient")),
     ),
     "revoke-not-granted": Bad(
-        lambda w: w.fn.revoke(R1, w.cast.doctor),
+        lambda w: w.fn.revoke(S1, w.cast.doctor),
         "patient",
         "NotGranted",
-        lambda w: (R1, w.cast.doctor),
+        lambda w: (S1, w.cast.doctor),
     ),
-    "revoke-unknown-record": Bad(
-        lambda w: w.fn.revoke(R2, w.cast.doctor), "patient", "UnknownRecord", lambda w: (R2,)
+    "revoke-unknown-study": Bad(
+        lambda w: w.fn.revoke(S2, w.cast.doctor), "patient", "UnknownStudy", lambda w: (S2,)
+    ),
+    "designateCustodian-twice": Bad(
+        lambda w: w.fn.designateCustodian(w.cast.other_patient),
+        "admin",
+        "CustodianAlreadySet",
+        lambda w: (w.cast.custodian,),
+        _designate,
+    ),
+    "designateCustodian-a-doctor": Bad(
+        lambda w: w.fn.designateCustodian(w.cast.doctor),
+        "admin",
+        "NotAPatient",
+        lambda w: (w.cast.doctor,),
+    ),
+    "designateCustodian-unregistered": Bad(
+        lambda w: w.fn.designateCustodian(w.cast.outsider),
+        "admin",
+        "UnknownUser",
+        lambda w: (w.cast.outsider,),
+    ),
+    "designateCustodian-suspended": Bad(
+        lambda w: w.fn.designateCustodian(w.cast.custodian),
+        "admin",
+        "AccountSuspended",
+        lambda w: (w.cast.custodian,),
+        _suspend("custodian"),
+    ),
+    "transferRecord-no-custodian-yet": Bad(
+        lambda w: w.fn.transferRecord(R1, w.cast.other_patient, capsule("t")),
+        "admin",
+        "NoCustodian",
+    ),
+    "transferRecord-unknown-record": Bad(
+        lambda w: w.fn.transferRecord(R2, w.cast.patient, capsule("t")),
+        "admin",
+        "UnknownRecord",
+        lambda w: (R2,),
+        _custodian_record,
+    ),
+    "transferRecord-a-patients-record": Bad(
+        lambda w: w.fn.transferRecord(R1, w.cast.other_patient, capsule("t")),
+        "admin",
+        "NotCustodianRecord",
+        lambda w: (R1, w.cast.patient),
+        _custodian_record,
+    ),
+    "transferRecord-twice": Bad(
+        lambda w: w.fn.transferRecord(RC, w.cast.other_patient, capsule("t")),
+        "admin",
+        "NotCustodianRecord",
+        lambda w: (RC, w.cast.patient),
+        _steps(_custodian_record, _transfer(RC, "patient")),
+    ),
+    "transferRecord-to-the-custodian": Bad(
+        lambda w: w.fn.transferRecord(RC, w.cast.custodian, capsule("t")),
+        "admin",
+        "TransferToCustodian",
+        lambda w: (w.cast.custodian,),
+        _custodian_record,
+    ),
+    "transferRecord-to-a-doctor": Bad(
+        lambda w: w.fn.transferRecord(RC, w.cast.doctor, capsule("t")),
+        "admin",
+        "NotAPatient",
+        lambda w: (w.cast.doctor,),
+        _custodian_record,
+    ),
+    "transferRecord-to-unregistered": Bad(
+        lambda w: w.fn.transferRecord(RC, w.cast.outsider, capsule("t")),
+        "admin",
+        "UnknownUser",
+        lambda w: (w.cast.outsider,),
+        _custodian_record,
+    ),
+    "transferRecord-to-suspended-patient": Bad(
+        lambda w: w.fn.transferRecord(RC, w.cast.other_patient, capsule("t")),
+        "admin",
+        "AccountSuspended",
+        lambda w: (w.cast.other_patient,),
+        _steps(_custodian_record, _suspend("other_patient")),
+    ),
+    "transferRecord-empty-capsule": Bad(
+        lambda w: w.fn.transferRecord(RC, w.cast.patient, b""),
+        "admin",
+        "EmptyValue",
+        setup=_custodian_record,
+    ),
+    "transferRecord-into-another-patients-study": Bad(
+        lambda w: w.fn.transferRecord(record_id("rc2"), w.cast.other_patient, capsule("t")),
+        "admin",
+        "StudyOwnerMismatch",
+        lambda w: (SC, w.cast.patient),
+        _steps(
+            _custodian_record,
+            _transfer(RC, "patient"),
+            _anchor_to_custodian(record_id("rc2"), SC),
+        ),
     ),
     "anchorAudit-zero-root": Bad(lambda w: w.fn.anchorAudit(ZERO32, 1, 1), "sender", "EmptyValue"),
     "anchorAudit-starts-at-0": Bad(
@@ -402,6 +584,7 @@ VIEW_ERRORS: dict[str, tuple[Call, str, Callable[[World], tuple[Any, ...]]]] = {
         lambda w: (0, 0),
     ),
     "recordById-unknown": (lambda w: w.fn.recordById(R2), "UnknownRecord", lambda w: (R2,)),
+    "recordStudy-unknown": (lambda w: w.fn.recordStudy(R2), "UnknownRecord", lambda w: (R2,)),
     "getAuditAnchor-none": (lambda w: w.fn.getAuditAnchor(0), "IndexOutOfBounds", lambda w: (0, 0)),
 }
 
@@ -421,7 +604,7 @@ def test_second_anchor_changes_nothing(w: World) -> None:
     """A refused duplicate leaves the first record exactly as it was."""
     before = w.fn.getRecord(w.cast.patient, 0).call()
     with w.reg.expect_revert("RecordExists", R1):
-        w.fn.anchorRecord(w.cast.patient, R1, ROOT2, CID, capsule("forged")).transact(
+        w.fn.anchorRecord(w.cast.patient, R1, S1, ROOT2, CID, capsule("forged")).transact(
             {"from": w.cast.sender}
         )
     assert w.fn.getRecord(w.cast.patient, 0).call() == before
@@ -437,27 +620,102 @@ def test_record_round_trip(w: World) -> None:
     rid, root, cid, cap, sender, at = w.fn.getRecord(w.cast.patient, 1).call()
     assert (rid, root, cid, cap, sender) == (R2, ROOT2, CID, capsule("r2"), w.cast.sender)
     assert at == block["timestamp"]
+    assert w.fn.recordStudy(R2).call() == S1
+    assert w.fn.studyOwner(S1).call() == w.cast.patient
+    assert w.fn.studyOwner(S2).call() == ZERO_ADDRESS
 
 
 def test_custodian_owns_unlinked_studies(w: World) -> None:
     """The custodian is a PATIENT-role account: it owns and grants like a patient."""
-    custodian = w.cast.newcomer
-    w.reg.send(w.fn.addUser(custodian, role_id("PATIENT"), hpke_key("custodian")), w.cast.admin)
-    w.reg.send(w.fn.anchorRecord(custodian, R2, ROOT2, CID, capsule("c")), w.cast.sender)
-    w.reg.send(w.fn.grant(R2, w.cast.doctor, capsule("g")), custodian)
-    assert w.fn.hasAccess(R2, w.cast.doctor).call()
-    with w.reg.expect_revert("NotRecordOwner", R2, w.cast.patient):
-        w.fn.grant(R2, w.cast.other_doctor, capsule("g")).transact({"from": w.cast.patient})
+    _custodian_record(w)
+    assert w.fn.custodian().call() == w.cast.custodian
+    assert w.fn.studyOwner(SC).call() == w.cast.custodian
+    w.reg.send(w.fn.grant(SC, w.cast.doctor, capsule("g")), w.cast.custodian)
+    assert w.fn.hasAccess(RC, w.cast.doctor).call()
+    with w.reg.expect_revert("NotStudyOwner", SC, w.cast.patient):
+        w.fn.grant(SC, w.cast.other_doctor, capsule("g")).transact({"from": w.cast.patient})
 
 
 def test_grant_again_replaces_capsule(w: World) -> None:
     """Re-granting (e.g. after the doctor's key rotated) replaces the sealed capsule."""
-    w.reg.send(w.fn.grant(R1, w.cast.doctor, capsule("v1")), w.cast.patient)
-    w.reg.send(w.fn.grant(R1, w.cast.doctor, capsule("v2")), w.cast.patient)
-    active, _, cap = w.fn.getGrant(R1, w.cast.doctor).call()
+    w.reg.send(w.fn.grant(S1, w.cast.doctor, capsule("v1")), w.cast.patient)
+    w.reg.send(w.fn.grant(S1, w.cast.doctor, capsule("v2")), w.cast.patient)
+    active, _, cap = w.fn.getGrant(S1, w.cast.doctor).call()
     assert active and cap == capsule("v2")
-    w.reg.send(w.fn.revoke(R1, w.cast.doctor), w.cast.patient)
-    assert w.fn.getGrant(R1, w.cast.doctor).call() == [False, 0, b""]
+    w.reg.send(w.fn.revoke(S1, w.cast.doctor), w.cast.patient)
+    assert w.fn.getGrant(S1, w.cast.doctor).call() == [False, 0, b""]
+
+
+def test_one_grant_covers_every_record_of_the_study_later_ones_included(w: World) -> None:
+    """Per study, not per batch: a batch anchored after the grant is readable at once."""
+    doctor = w.cast.doctor
+    w.reg.send(w.fn.grant(S1, doctor, capsule("g")), w.cast.patient)
+    assert not w.fn.hasAccess(R2, doctor).call()  # not anchored yet
+    w.reg.send(CALLS["anchorRecord"](w), w.cast.sender)  # batch 2 of S1, after the grant
+    assert w.fn.hasAccess(R2, doctor).call() and w.fn.hasAccess(R1, doctor).call()
+    assert w.fn.hasStudyAccess(S1, doctor).call()
+    # Another study of the same patient is not covered.
+    r3 = record_id("r3")
+    w.reg.send(w.fn.anchorRecord(w.cast.patient, r3, S2, ROOT2, CID, capsule("c")), w.cast.sender)
+    assert not w.fn.hasAccess(r3, doctor).call() and not w.fn.hasStudyAccess(S2, doctor).call()
+    # One revoke ends the whole study.
+    w.reg.send(w.fn.revoke(S1, doctor), w.cast.patient)
+    assert not w.fn.hasAccess(R1, doctor).call() and not w.fn.hasAccess(R2, doctor).call()
+
+
+def test_transfer_hands_record_and_study_to_the_patient(w: World) -> None:
+    """The custodian's records of a study move to the patient, one event each; the study's
+    grants are the patient's from then on and later batches go to the patient directly."""
+    c = w.cast
+    _designate(w)
+    rc2, rd = record_id("rc2"), record_id("rd")
+    for record, study in ((RC, SC), (rd, study_id("sd")), (rc2, SC)):
+        _anchor_to_custodian(record, study)(w)
+    before = w.fn.getRecord(c.custodian, 0).call()
+    receipt = w.reg.send(w.fn.transferRecord(RC, c.patient, capsule("to-patient")), c.admin)
+    assert w.reg.events(receipt) == [
+        (
+            "RecordTransferred",
+            {
+                "recordId": RC,
+                "studyId": SC,
+                "patient": c.patient,
+                "from": c.custodian,
+                "index": 1,
+                "admin": c.admin,
+            },
+        )
+    ]
+    # The record moved whole, with the capsule re-sealed to the patient.
+    assert w.fn.recordById(RC).call() == [c.patient, 1]
+    rid, root, cid, cap, sender, at = w.fn.getRecord(c.patient, 1).call()
+    assert (rid, root, cid, sender, at) == (before[0], before[1], before[2], before[4], before[5])
+    assert cap == capsule("to-patient")
+    # The custodian's list was compacted: the last record took index 0, its ref follows.
+    assert w.fn.recordCount(c.custodian).call() == 2
+    assert w.fn.recordById(rc2).call() == [c.custodian, 0]
+    assert w.fn.getRecord(c.custodian, 0).call()[0] == rc2
+    assert w.fn.recordById(rd).call() == [c.custodian, 1]
+    # The study is the patient's: it grants, the custodian no longer can.
+    assert w.fn.studyOwner(SC).call() == c.patient
+    assert w.fn.hasAccess(rc2, c.patient).call()  # not moved yet, but of the patient's study
+    assert not w.fn.hasAccess(RC, c.custodian).call()
+    w.reg.send(w.fn.grant(SC, c.doctor, capsule("g")), c.patient)
+    assert w.fn.hasAccess(RC, c.doctor).call() and w.fn.hasAccess(rc2, c.doctor).call()
+    # Later batches: to the patient directly, or to the custodian pending a transfer; never
+    # to somebody else.
+    w.reg.send(
+        w.fn.anchorRecord(c.patient, record_id("rc3"), SC, ROOT2, CID, capsule("c")), c.sender
+    )
+    _anchor_to_custodian(record_id("rc4"), SC)(w)
+    with w.reg.expect_revert("StudyOwnerMismatch", SC, c.patient):
+        w.fn.anchorRecord(c.other_patient, record_id("rc5"), SC, ROOT2, CID, capsule("c")).transact(
+            {"from": c.sender}
+        )
+    w.reg.send(w.fn.transferRecord(rc2, c.patient, capsule("to-patient-2")), c.admin)
+    assert w.fn.recordCount(c.patient).call() == 4  # R1, RC, rc3, rc2
+    assert w.fn.recordById(record_id("rc4")).call() == [c.custodian, 0]
+    assert w.fn.recordById(rd).call() == [c.custodian, 1]
 
 
 # ---------------------------------------------------------------- events
@@ -504,6 +762,7 @@ def _expected_events(w: World, fname: str) -> list[tuple[str, dict[str, Any]]]:
                     "recordId": R2,
                     "sender": c.sender,
                     "index": 1,
+                    "studyId": S1,
                     "merkleRoot": ROOT2,
                     "manifestCid": CID,
                 },
@@ -515,9 +774,25 @@ def _expected_events(w: World, fname: str) -> list[tuple[str, dict[str, Any]]]:
                 {"index": 0, "root": AUDIT_ROOT, "fromSeq": 1, "toSeq": 10, "sender": c.sender},
             ),
         ],
-        "grant": [("AccessGranted", {"recordId": R1, "patient": c.patient, "doctor": c.doctor})],
+        "grant": [("AccessGranted", {"studyId": S1, "patient": c.patient, "doctor": c.doctor})],
         "revoke": [
-            ("AccessRevoked", {"recordId": R1, "patient": c.patient, "doctor": c.other_doctor}),
+            ("AccessRevoked", {"studyId": S1, "patient": c.patient, "doctor": c.other_doctor}),
+        ],
+        "designateCustodian": [
+            ("CustodianDesignated", {"custodian": c.custodian, "admin": c.admin}),
+        ],
+        "transferRecord": [
+            (
+                "RecordTransferred",
+                {
+                    "recordId": RC,
+                    "studyId": SC,
+                    "patient": c.patient,
+                    "from": c.custodian,
+                    "index": 1,
+                    "admin": c.admin,
+                },
+            ),
         ],
     }
     return table[fname]
@@ -527,6 +802,7 @@ def _expected_events(w: World, fname: str) -> list[tuple[str, dict[str, Any]]]:
 def test_every_state_change_emits_what_an_auditor_needs(w: World, fname: str) -> None:
     """Each state change emits exactly these events, with these arguments."""
     allowed, _ = POLICY[fname]
+    SETUP.get(fname, lambda w: None)(w)
     receipt = w.reg.send(CALLS[fname](w), _addr(w, allowed))
     assert w.reg.events(receipt) == _expected_events(w, fname)
 
@@ -538,8 +814,9 @@ def test_indexed_event_fields_are_filterable(w: World) -> None:
         name: sorted(i["name"] for i in e["inputs"] if i["indexed"]) for name, e in abi.items()
     }
     assert indexed["RecordAnchored"] == ["patient", "recordId", "sender"]
-    assert indexed["AccessGranted"] == ["doctor", "patient", "recordId"]
-    assert indexed["AccessRevoked"] == ["doctor", "patient", "recordId"]
+    assert indexed["AccessGranted"] == ["doctor", "patient", "studyId"]
+    assert indexed["AccessRevoked"] == ["doctor", "patient", "studyId"]
+    assert indexed["RecordTransferred"] == ["patient", "recordId", "studyId"]
     assert indexed["UserAdded"] == ["account", "admin", "role"]
     assert indexed["UserSuspended"] == ["account", "admin"]
     assert indexed["AuditAnchored"] == ["index", "sender"]
@@ -568,7 +845,7 @@ class Access:
     setup: Callable[[World], None] = lambda w: None
 
 
-def _send(call: Call, sender: str) -> Callable[[World], None]:
+def _send(call: Call, sender: str) -> Setup:
     def run(w: World) -> None:
         w.reg.send(call(w), _addr(w, sender))
 
@@ -583,10 +860,13 @@ def _chain(*steps: Callable[[World], None]) -> Callable[[World], None]:
     return run
 
 
-_REVOKE_OTHER = _send(lambda w: w.fn.revoke(R1, w.cast.other_doctor), "patient")
-_REGRANT_OTHER = _send(lambda w: w.fn.grant(R1, w.cast.other_doctor, capsule("g2")), "patient")
+_REVOKE_OTHER = _send(lambda w: w.fn.revoke(S1, w.cast.other_doctor), "patient")
+_REGRANT_OTHER = _send(lambda w: w.fn.grant(S1, w.cast.other_doctor, capsule("g2")), "patient")
 _REINSTATE_OTHER = _send(lambda w: w.fn.reinstateUser(w.cast.other_doctor), "admin")
-_ANCHOR_R2 = _send(CALLS["anchorRecord"], "sender")
+_ANCHOR_R2 = _send(CALLS["anchorRecord"], "sender")  # batch 2 of S1
+_ANCHOR_R2_OTHER_STUDY = _send(
+    lambda w: w.fn.anchorRecord(w.cast.patient, R2, S2, ROOT2, CID, capsule("r2")), "sender"
+)
 
 # Base state: R1 owned by patient, granted to other_doctor.
 ACCESS: dict[str, Access] = {
@@ -607,8 +887,22 @@ ACCESS: dict[str, Access] = {
     ),
     "suspended-owner": Access(R1, "patient", False, _suspend("patient")),
     "doctor-of-suspended-owner": Access(R1, "other_doctor", True, _suspend("patient")),
-    "grant-does-not-spread-to-other-records": Access(R2, "other_doctor", False, _ANCHOR_R2),
+    "grant-does-not-spread-to-other-studies": Access(
+        R2, "other_doctor", False, _ANCHOR_R2_OTHER_STUDY
+    ),
+    "grant-covers-a-later-batch-of-the-study": Access(R2, "other_doctor", True, _ANCHOR_R2),
+    "revoked-doctor-later-batch": Access(
+        R2, "other_doctor", False, _chain(_ANCHOR_R2, _REVOKE_OTHER)
+    ),
     "owner-of-new-record": Access(R2, "patient", True, _ANCHOR_R2),
+    "custodian-of-its-record": Access(RC, "custodian", True, _custodian_record),
+    "custodian-after-transfer": Access(
+        RC, "custodian", False, _chain(_custodian_record, _transfer(RC, "patient"))
+    ),
+    "patient-after-transfer": Access(
+        RC, "patient", True, _chain(_custodian_record, _transfer(RC, "patient"))
+    ),
+    "patient-before-transfer": Access(RC, "patient", False, _custodian_record),
 }
 
 
@@ -640,7 +934,12 @@ def test_anchor_gas_does_not_depend_on_study_size(w: World) -> None:
     gas: dict[int, int] = {}
     for n in (1, 20, 500, 5000):
         call = w.fn.anchorRecord(
-            w.cast.patient, record_id(f"study-{n}"), _manifest_root(n), CID, capsule(f"s{n}")
+            w.cast.patient,
+            record_id(f"study-{n}"),
+            study_id(f"study-{n}"),
+            _manifest_root(n),
+            CID,
+            capsule(f"s{n}"),
         )
         gas[n] = w.reg.send(call, w.cast.sender)["gasUsed"]
     spread = (max(gas.values()) - min(gas.values())) / min(gas.values())
@@ -653,7 +952,9 @@ def test_anchor_gas_does_not_grow_with_history(w: World) -> None:
     """No loops over a patient's records: the 10th anchor costs what the 2nd did."""
     gas = [
         w.reg.send(
-            w.fn.anchorRecord(w.cast.patient, record_id(f"h{i}"), ROOT2, CID, capsule("c")),
+            w.fn.anchorRecord(
+                w.cast.patient, record_id(f"h{i}"), study_id(f"h{i}"), ROOT2, CID, capsule("c")
+            ),
             w.cast.sender,
         )["gasUsed"]
         for i in range(10)

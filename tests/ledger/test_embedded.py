@@ -21,6 +21,7 @@ from gateway.ledger import (
     open_chain,
 )
 from gateway.ledger.snapshot import read_snapshot, write_snapshot
+from tests.support.ledger_flows import transfer_and_study_grants
 
 CID = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
 ETH = 10**18
@@ -69,8 +70,10 @@ def setup_world(chain: EmbeddedChain, cast: Cast) -> Ledger:
     ledger.register_user(cast.admin, cast.sender.address, Role.SENDER, h("sender-hpke"))
     ledger.register_user(cast.admin, cast.patient.address, Role.PATIENT, h("patient-hpke"))
     ledger.register_user(cast.admin, cast.doctor.address, Role.DOCTOR, h("doctor-hpke"))
-    ledger.anchor_study(cast.sender, cast.patient.address, h("r1"), h("root1"), CID, b"cap" * 40)
-    ledger.grant(cast.patient, h("r1"), cast.doctor.address, b"doc-cap" * 20)
+    ledger.anchor_study(
+        cast.sender, cast.patient.address, h("r1"), h("root1"), CID, b"cap" * 40, study_id=h("s1")
+    )
+    ledger.grant_study(cast.patient, h("s1"), cast.doctor.address, b"doc-cap" * 20)
     return ledger
 
 
@@ -97,7 +100,7 @@ def test_verbs_and_events(chain: EmbeddedChain, cast: Cast) -> None:
     assert ledger.user(cast.doctor.address).role is Role.DOCTOR
     assert ledger.user(account("stranger").address).role is None
 
-    receipt = ledger.revoke(cast.patient, h("r1"), cast.doctor.address)
+    receipt = ledger.revoke_study(cast.patient, h("s1"), cast.doctor.address)
     assert receipt.gas_used > 0 and receipt.block_number == ledger.block_height()
     assert not ledger.has_access(h("r1"), cast.doctor.address)
     ledger.anchor_audit(cast.sender, h("audit"), 1, 10)
@@ -123,7 +126,9 @@ def test_verbs_and_events(chain: EmbeddedChain, cast: Cast) -> None:
 def test_reverts_are_decoded(chain: EmbeddedChain, cast: Cast) -> None:
     ledger = setup_world(chain, cast)
     with pytest.raises(LedgerRevertError) as caught:
-        ledger.anchor_study(cast.sender, cast.patient.address, h("r1"), h("x"), CID, b"c")
+        ledger.anchor_study(
+            cast.sender, cast.patient.address, h("r1"), h("x"), CID, b"c", study_id=h("s1")
+        )
     assert caught.value.name == "RecordExists"
     assert caught.value.error_args == (h("r1"),)
     with pytest.raises(LedgerRevertError) as caught:
@@ -133,8 +138,27 @@ def test_reverts_are_decoded(chain: EmbeddedChain, cast: Cast) -> None:
         ledger.record(cast.patient.address, 5)
     assert caught.value.name == "IndexOutOfBounds"
     # A refused transaction uses no nonce: the next one still goes through.
-    ledger.anchor_study(cast.sender, cast.patient.address, h("r2"), h("root2"), CID, b"c")
+    ledger.anchor_study(
+        cast.sender, cast.patient.address, h("r2"), h("root2"), CID, b"c", study_id=h("s1")
+    )
     assert ledger.record_count(cast.patient.address) == 2
+
+
+def test_transfer_and_study_grants(chain: EmbeddedChain) -> None:
+    transfer_and_study_grants(
+        Ledger.deploy(chain, _funded(chain, account("t-admin")), h("admin-hpke")),
+        account("t-admin"),
+        account("t-sender"),
+        account("t-custodian"),
+        account("t-patient"),
+        account("t-doctor"),
+        lambda address: chain.fund(address, 10 * ETH) and None,
+    )
+
+
+def _funded(chain: EmbeddedChain, who: LocalAccount) -> LocalAccount:
+    chain.fund(who.address, 10 * ETH)
+    return who
 
 
 @pytest.mark.parametrize("snapshot", [False, True], ids=["journal-only", "snapshot"])
@@ -167,7 +191,9 @@ def test_restart_replays_the_journal(tmp_path: Path, cast: Cast, snapshot: bool)
     assert again.has_access(h("r1"), cast.doctor.address)
     # Funding is idempotent across restarts, and the chain carries on from where it was.
     assert not second.fund(cast.sender.address, 10 * ETH)
-    again.anchor_study(cast.sender, cast.patient.address, h("r2"), h("root2"), CID, b"c")
+    again.anchor_study(
+        cast.sender, cast.patient.address, h("r2"), h("root2"), CID, b"c", study_id=h("s1")
+    )
     second.close()
 
     third = EmbeddedChain(journal, sleep=lambda _s: None)
@@ -183,7 +209,9 @@ def test_snapshots_follow_the_chain_and_a_crash_replays_only_the_tail(
     chain = EmbeddedChain(journal, clock=FakeClock(), sleep=lambda _s: None, snapshot_every=4)
     ledger = setup_world(chain, cast)  # 9 blocks: snapshots after blocks 4 and 8
     assert read_snapshot(journal.with_suffix(".snapshot")).height == 8  # type: ignore[union-attr]
-    ledger.anchor_study(cast.sender, cast.patient.address, h("r2"), h("root2"), CID, b"c")
+    ledger.anchor_study(
+        cast.sender, cast.patient.address, h("r2"), h("root2"), CID, b"c", study_id=h("s1")
+    )
     height = chain.block_height()
     records = ledger.records_of(cast.patient.address)
     # No close: what kill -9 leaves. The journal has every block, the snapshot the first 8.
@@ -192,7 +220,9 @@ def test_snapshots_follow_the_chain_and_a_crash_replays_only_the_tail(
     again = Ledger(reopened, ledger.address)
     assert again.records_of(cast.patient.address) == records
     assert reopened.block_hash(height) == chain.block_hash(height)
-    again.anchor_study(cast.sender, cast.patient.address, h("r3"), h("root3"), CID, b"c")
+    again.anchor_study(
+        cast.sender, cast.patient.address, h("r3"), h("root3"), CID, b"c", study_id=h("s1")
+    )
     reopened.close()  # (the first instance is never closed: it "crashed")
     third = EmbeddedChain(journal, sleep=lambda _s: None)
     assert (third.restored, third.replayed) == (height + 1, 0)

@@ -18,6 +18,7 @@ from eth_account.signers.local import LocalAccount
 from gateway.ledger import Ledger, LedgerRevertError, Role, RpcChain, open_chain
 from gateway.ledger.retry import RetryPolicy
 from tests.support.anvil import ANVIL_BIN, ANVIL_FUNDER, Anvil
+from tests.support.ledger_flows import transfer_and_study_grants
 from tests.support.node import missing_peer
 
 CID = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
@@ -63,18 +64,20 @@ def test_verbs_over_rpc_and_state_survives_restart(anvil: Anvil, state: Path) ->
     ledger.register_user(admin, sender.address, Role.SENDER, h("sender-hpke"))
     ledger.register_user(admin, patient.address, Role.PATIENT, h("patient-hpke"))
     ledger.register_user(admin, doctor.address, Role.DOCTOR, h("doctor-hpke"))
-    receipt = ledger.anchor_study(sender, patient.address, h("r1"), h("root"), CID, b"cap" * 40)
+    receipt = ledger.anchor_study(
+        sender, patient.address, h("r1"), h("root"), CID, b"cap" * 40, study_id=h("s1")
+    )
     assert receipt.gas_used > 0
     assert not ledger.has_access(h("r1"), doctor.address)
-    ledger.grant(patient, h("r1"), doctor.address, b"doc-cap" * 20)
+    ledger.grant_study(patient, h("s1"), doctor.address, b"doc-cap" * 20)
     assert ledger.has_access(h("r1"), doctor.address)
 
     with pytest.raises(LedgerRevertError) as caught:
-        ledger.anchor_study(sender, patient.address, h("r1"), h("x"), CID, b"c")
+        ledger.anchor_study(sender, patient.address, h("r1"), h("x"), CID, b"c", study_id=h("s1"))
     assert caught.value.name == "RecordExists" and caught.value.error_args == (h("r1"),)
     with pytest.raises(LedgerRevertError) as caught:
-        ledger.grant(doctor, h("r1"), doctor.address, b"c")
-    assert caught.value.name == "NotRecordOwner"
+        ledger.grant_study(doctor, h("s1"), doctor.address, b"c")
+    assert caught.value.name == "NotStudyOwner"
 
     names = [e.name for e in ledger.events_since(start)]
     assert {"UserAdded", "RecordAnchored", "AccessGranted"} <= set(names)
@@ -94,3 +97,27 @@ def test_verbs_over_rpc_and_state_survives_restart(anvil: Anvil, state: Path) ->
         assert bytes(reopened.w3.eth.get_block(height)["hash"]) == head
     finally:
         again.stop()
+
+
+def test_transfer_and_study_grants_over_rpc(anvil: Anvil) -> None:
+    chain = open_chain("rpc", url=anvil.url, poll_interval=0.05, retry=RetryPolicy(attempts=3))
+    funder: LocalAccount = Account.from_key(ANVIL_FUNDER)
+    admin = account("t-admin")
+    chain.send_value(funder, admin.address, 10**18)
+    try:
+        transfer_and_study_grants(
+            Ledger.deploy(chain, admin, h("admin-hpke")),
+            admin,
+            account("t-sender"),
+            account("t-custodian"),
+            account("t-patient"),
+            account("t-doctor"),
+            lambda address: None if address == admin.address else _fund(chain, funder, address),
+        )
+    finally:
+        chain.close()
+
+
+def _fund(chain: RpcChain | object, funder: LocalAccount, address: str) -> None:
+    assert isinstance(chain, RpcChain)
+    chain.send_value(funder, address, 10**18)

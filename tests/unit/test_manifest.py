@@ -6,6 +6,7 @@ import hashlib
 
 import pytest
 
+from gateway import crypto
 from gateway.anchoring.manifest import (
     Capsule,
     KeyWrap,
@@ -15,8 +16,10 @@ from gateway.anchoring.manifest import (
     entries_root,
     leaf_bytes,
     record_id,
+    study_id,
 )
-from gateway.errors import IntegrityError
+from gateway.errors import IntegrityError, InvalidEnvelopeError
+from gateway.keys import study_key_info
 from gateway.merkle import leaf_hash, merkle_root, node_hash
 
 CID = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
@@ -106,6 +109,42 @@ def test_capsule_round_trip_and_refusals() -> None:
             Capsule.from_bytes(bad)
     with pytest.raises(ValueError):
         Capsule(CID, b"\x01" * 15, b"\x02" * 32).to_bytes()
+
+
+def test_capsule_v2_carries_the_owners_wraps() -> None:
+    """Version 2 (what sealing writes): wraps, not keys; they open with the owner's pair."""
+    owner = crypto.generate_keypair("x25519")
+    key_ids = [b"\x05" * 16, b"\x06" * 16]
+    keys = [b"\x07" * 32, b"\x08" * 32]
+    wraps = tuple(
+        (k, crypto.wrap(owner.public, owner.kem, key, study_key_info(k.hex())))
+        for k, key in zip(key_ids, keys, strict=True)
+    )
+    cap = Capsule(CID, b"\x01" * 16, b"\x02" * 32, study_key_wraps=wraps)
+    data = cap.to_bytes()
+    assert data[0] == 2 and cap.version == 2
+    assert len(data) == 1 + 16 + 32 + 1 + sum(16 + 2 + len(w) for _, w in wraps) + len(CID)
+    parsed = Capsule.from_bytes(data)
+    assert parsed == cap and parsed.study_keys == ()
+    assert parsed.open_study_keys(owner) == tuple(zip(key_ids, keys, strict=True))
+    with pytest.raises(InvalidEnvelopeError):  # somebody else's key opens nothing
+        parsed.open_study_keys(crypto.generate_keypair("x25519"))
+    # Version 1 (older records) still parses, and its keys are in clear.
+    v1 = Capsule(CID, b"\x01" * 16, b"\x02" * 32, ((b"\x03" * 16, b"\x04" * 32),))
+    assert Capsule.from_bytes(v1.to_bytes()).open_study_keys(owner) == v1.study_keys
+    for bad in (b"\x03" + data[1:], data[:60], data[: len(data) - len(CID)]):
+        with pytest.raises(IntegrityError):
+            Capsule.from_bytes(bad)
+    with pytest.raises(ValueError):  # one or the other, never both
+        Capsule(CID, b"\x01" * 16, b"\x02" * 32, v1.study_keys, wraps).to_bytes()
+
+
+def test_study_ids_are_keyed_per_study_and_not_record_ids() -> None:
+    secret = b"\x11" * 32
+    sid = study_id(secret, "1.2.3")
+    assert len(sid) == 32 and sid == study_id(secret, "1.2.3")
+    assert sid != study_id(secret, "1.2.4") and sid != study_id(b"\x22" * 32, "1.2.3")
+    assert sid not in {record_id(secret, "1.2.3", n) for n in range(1, 5)}
 
 
 def test_record_ids_are_keyed_and_distinct() -> None:

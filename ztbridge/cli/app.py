@@ -32,6 +32,7 @@ GROUPS: list[tuple[str, str]] = [
     ("store", "ztbridge.cli.store:app"),
     ("audit", "ztbridge.cli.audit:app"),
     ("chain", "ztbridge.cli.chain:app"),
+    ("study", "ztbridge.cli.study:app"),
 ]
 
 
