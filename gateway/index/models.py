@@ -1,5 +1,9 @@
 """Table definitions (SQLAlchemy Core), portable between SQLite and PostgreSQL.
 
+The live schema. Databases are built and changed only by the Alembic revisions in
+``gateway/index/migrations/`` (a test checks that head matches these definitions); a change
+here needs a new revision.
+
 Core rather than ORM objects: ingest inserts one row per instance on the hot path, and plain
 ``insert()`` statements cost a fraction of ORM unit-of-work bookkeeping.
 """
@@ -55,6 +59,17 @@ study_keys = Table(
     Column("created_at", String(40), nullable=False),
 )
 
+# A study key wrapped for each recipient that may open it (the custodian always).
+key_wraps = Table(
+    "key_wraps",
+    metadata,
+    Column("key_id", String(32), ForeignKey("study_keys.key_id"), primary_key=True),
+    Column("recipient", String(80), primary_key=True),
+    Column("kem", String(32), nullable=False),
+    Column("wrap", LargeBinary, nullable=False),
+    Column("created_at", String(40), nullable=False),
+)
+
 instances = Table(
     "instances",
     metadata,
@@ -78,6 +93,7 @@ instances = Table(
     Column("origin", String(16), nullable=False),
     Column("calling_ae", String(16), nullable=True),
     Column("device_id", Integer, nullable=True),
+    Column("header_cid", String(100), nullable=True),
     UniqueConstraint("sop_instance_uid", "version", name="uq_instance_version"),
 )
 Index("ix_instances_study", instances.c.study_uid, instances.c.series_uid)
@@ -157,9 +173,8 @@ posture_nonces = Table(
 )
 Index("ix_posture_nonces_issued", posture_nonces.c.issued_ms)
 
-# DICOM TLS and user identity, per device (gateway/credentials.py). Tables of their own rather
-# than columns on ``devices``: there is no migration tool, and an existing index gains them
-# on open. Rows go with their device (ON DELETE CASCADE).
+# DICOM TLS and user identity, per device (gateway/credentials.py). Rows go with their device
+# (ON DELETE CASCADE).
 device_tls = Table(
     "device_tls",
     metadata,
@@ -201,7 +216,6 @@ device_identity = Table(
 )
 
 # --- ledger and anchoring (docs/ledger.md) ------------------------------------------------
-# New tables only: existing databases gain them on open (create_all), nothing is altered.
 
 # Where the registry contract lives: one row per chain it was deployed to. The chain is
 # recognised by its chain id and the hash of the block that deployed the contract (a reset or
