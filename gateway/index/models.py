@@ -41,13 +41,68 @@ devices = Table(
     Column("created_at", String(40), nullable=False),
 )
 
+# --- the QIDO-shaped levels (PS3.18 Table 6.7.1-2, 6.7.1-2a) ----------------------------
+# Columns ending in ``_sealed`` hold a DICOM JSON ``Value`` list sealed with AES-256-GCM under
+# the index key (gateway/index/sealing.py), bound to table, column and row identity (for
+# patients the patient_key, for studies the Study UID, for series the Series UID, for
+# instances "SOP UID/version"). ``*_blind`` columns are keyed blind indexes for exact
+# matches. UIDs, dates, times, numbers, modalities and counts stay in clear (README: "What is
+# in clear on disk").
+
+# One row per patient identity: Patient ID with its issuer (blinded); an instance without a
+# Patient ID gets a patient row of its own per study (``unidentified``).
+patients = Table(
+    "patients",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("patient_key", String(64), nullable=False, unique=True),
+    Column("pid_blind", String(64), nullable=False, index=True),
+    Column("unidentified", Boolean, nullable=False),
+    Column("patient_id_sealed", LargeBinary, nullable=True),
+    Column("issuer_sealed", LargeBinary, nullable=True),
+    Column("name_sealed", LargeBinary, nullable=True),
+    Column("birth_date_sealed", LargeBinary, nullable=True),
+    Column("sex_sealed", LargeBinary, nullable=True),
+    Column("created_at", String(40), nullable=False),
+)
+
+# Study-level attributes come from the study's first instance; the counts and the list of
+# modalities are maintained by ingest in the same transaction as each instance row.
 studies = Table(
     "studies",
     metadata,
     Column("study_uid", UID, primary_key=True),
-    Column("patient_id", String(64), nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("patient_ref", Integer, ForeignKey("patients.id"), nullable=False, index=True),
+    Column("pid_blind", String(64), nullable=False, index=True),
+    Column("study_date", String(8), nullable=True, index=True),
+    Column("study_time", String(16), nullable=True),
+    Column("accession_blind", String(64), nullable=True, index=True),
+    Column("accession_sealed", LargeBinary, nullable=True),
+    Column("description_sealed", LargeBinary, nullable=True),
+    Column("referring_sealed", LargeBinary, nullable=True),
+    Column("study_id_sealed", LargeBinary, nullable=True),
+    Column("modalities", String(200), nullable=False),
+    Column("num_series", Integer, nullable=False),
+    Column("num_instances", Integer, nullable=False),
+    # Why the study needs a person's attention, e.g. "patient-id-missing"; NULL: nothing.
+    Column("reconcile", String(32), nullable=True, index=True),
+)
+
+series = Table(
+    "series",
+    metadata,
+    Column("series_uid", UID, primary_key=True),
+    Column("study_uid", UID, ForeignKey("studies.study_uid"), nullable=False, index=True),
+    Column("modality", String(16), nullable=True),
+    Column("series_number", Integer, nullable=True),
+    Column("series_date", String(8), nullable=True),
+    Column("series_time", String(16), nullable=True),
+    Column("description_sealed", LargeBinary, nullable=True),
+    Column("num_instances", Integer, nullable=False),
     Column("created_at", String(40), nullable=False),
 )
+Index("ix_series_modality", series.c.modality, series.c.study_uid)
 
 study_keys = Table(
     "study_keys",
@@ -80,14 +135,15 @@ instances = Table(
     Column("series_uid", UID, nullable=False),
     Column("sop_class_uid", UID, nullable=False),
     Column("transfer_syntax", UID, nullable=False),
-    Column("patient_id", String(64), nullable=False),
     Column("cid", String(100), nullable=False),
     Column("stored_size", Integer, nullable=False),
     Column("size", Integer, nullable=False),
     # SHA-256 of the data set exactly as the sender encoded it (the file meta group is ours).
     Column("sha256", String(64), nullable=False),
     Column("key_id", String(32), ForeignKey("study_keys.key_id"), nullable=False),
-    Column("metadata_json", Text, nullable=False),
+    Column("instance_number", Integer, nullable=True),
+    # The indexed attributes (gateway/metadata.py) as DICOM JSON, sealed.
+    Column("metadata_sealed", LargeBinary, nullable=False),
     Column("flag", String(32), nullable=True),
     Column("received_at", String(40), nullable=False),
     Column("origin", String(16), nullable=False),

@@ -7,12 +7,18 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy import create_engine, insert, inspect, select, text
 
+from gateway.dataset import scan, split_part10
+from gateway.errors import StorageError
 from gateway.index import migrate
 from gateway.index.database import Database
 from gateway.index.migrate import IndexTooNewError
 from gateway.index.models import metadata
+from gateway.index.sealing import IndexCipher
+from gateway.metadata import WANTED, first_strings, read_indexed, to_json
+from gateway.search import Search, StudyQuery
+from tests.support.dicomgen import make_ct_series
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -77,5 +83,73 @@ def test_a_pre_migration_index_is_stamped_and_upgraded(url: str) -> None:
         assert migrate.current_revision(conn) == migrate.head()
         assert conn.execute(select(legacy.metadata.tables["devices"].c.ae_title)).all() == [
             ("CT01",)
+        ]
+    engine.dispose()
+
+
+def _legacy_with_an_instance(url: str, tmp_path: Path) -> tuple[str, str]:
+    """A revision-1 index holding one study and instance as e35439c's ingest wrote them."""
+    from gateway.index.migrations.versions import v0001_initial as legacy
+
+    f = make_ct_series(tmp_path / "ct", 1, rows=8, columns=8, patient_id="LEGACY-7").files[0]
+    part = split_part10(f.read_bytes())
+    doc = read_indexed(part.dataset, scan(part.dataset, part.transfer_syntax, WANTED))
+    ids = first_strings(doc)
+    t = legacy.metadata.tables
+    engine = create_engine(url)
+    legacy.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(t["studies"]),
+            {"study_uid": ids["StudyInstanceUID"], "patient_id": "LEGACY-7", "created_at": "t0"},
+        )
+        conn.execute(
+            insert(t["study_keys"]),
+            {"key_id": "k" * 32, "study_uid": ids["StudyInstanceUID"], "kem": "x25519",
+             "custodian_wrap": b"w", "created_at": "t0"},
+        )  # fmt: skip
+        conn.execute(
+            insert(t["instances"]),
+            {"sop_instance_uid": ids["SOPInstanceUID"], "version": 1,
+             "study_uid": ids["StudyInstanceUID"], "series_uid": ids["SeriesInstanceUID"],
+             "sop_class_uid": ids["SOPClassUID"], "transfer_syntax": part.transfer_syntax,
+             "patient_id": "LEGACY-7", "cid": "bafy", "stored_size": 1, "size": 1,
+             "sha256": "0" * 64, "key_id": "k" * 32, "metadata_json": to_json(doc),
+             "flag": None, "received_at": "t1", "origin": "import"},
+        )  # fmt: skip
+    engine.dispose()
+    return ids["StudyInstanceUID"], ids["SOPInstanceUID"]
+
+
+def test_existing_rows_are_moved_to_levels_and_sealed(url: str, tmp_path: Path) -> None:
+    study_uid, sop_uid = _legacy_with_an_instance(url, tmp_path)
+    cipher = IndexCipher(b"\x11" * 32)
+    db = Database(url, cipher)
+    try:
+        search = Search(db, cipher)
+        [found] = search.studies(StudyQuery(patient_id="LEGACY-7"))
+        assert (found.study_uid, found.created_at, found.num_instances) == (study_uid, "t0", 1)
+        assert (found.patient_name, found.modalities) == ("TEST^SYNTHETIC", ("CT",))
+        [series_row] = search.series(study_uid)
+        [inst] = search.instances(study_uid, series_row.series_uid)
+        assert inst.sop_instance_uid == sop_uid
+        assert inst.metadata["00100020"]["Value"] == ["LEGACY-7"]
+    finally:
+        db.close()
+    assert _diff(url) == []
+
+
+def test_sealing_existing_rows_needs_the_key_and_changes_nothing_without(
+    url: str, tmp_path: Path
+) -> None:
+    _legacy_with_an_instance(url, tmp_path)
+    with pytest.raises(StorageError, match="needs the index"):
+        Database(url)
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        assert migrate.current_revision(conn) == migrate.BASELINE
+        assert "alembic_version" not in inspect(conn).get_table_names()
+        assert conn.execute(text("SELECT patient_id FROM instances")).scalars().all() == [
+            "LEGACY-7"
         ]
     engine.dispose()
