@@ -39,6 +39,8 @@ devices = Table(
     Column("networks", JSON, nullable=False),
     Column("active", Boolean, nullable=False, default=True),
     Column("created_at", String(40), nullable=False),
+    # SQLite: never reuse a removed device's id (it names the device in the audit log).
+    sqlite_autoincrement=True,
 )
 
 # --- the QIDO-shaped levels (PS3.18 Table 6.7.1-2, 6.7.1-2a) ----------------------------

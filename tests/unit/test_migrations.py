@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, insert, inspect, select, text
 
+from gateway.audit import AuditLog
+from gateway.clock import SystemClock
 from gateway.dataset import scan, split_part10
+from gateway.devices import DeviceRegistry
 from gateway.errors import StorageError
 from gateway.index import migrate
 from gateway.index.database import Database
@@ -153,3 +157,65 @@ def test_sealing_existing_rows_needs_the_key_and_changes_nothing_without(
             "LEGACY-7"
         ]
     engine.dispose()
+
+
+def test_a_removed_device_id_is_never_reused(url: str, tmp_path: Path) -> None:
+    """Before revision 4, SQLite handed a removed newest device's id to the next device."""
+    from gateway.index.migrations.versions import v0001_initial as legacy
+
+    engine = create_engine(url)
+    legacy.metadata.create_all(engine)
+    engine.dispose()
+    db = Database(url)
+    try:
+        registry = DeviceRegistry(db, AuditLog(db, SystemClock()), SystemClock())
+        registry.add("CT01", ["127.0.0.1"], "", "test")
+        second = registry.add("CT02", ["127.0.0.1"], "", "test")
+        registry.remove("CT02", "test")
+        third = registry.add("CT03", ["127.0.0.1"], "", "test")
+        assert third.id > second.id
+    finally:
+        db.close()
+
+
+def test_device_ids_removed_before_the_upgrade_stay_retired(tmp_path: Path) -> None:
+    """An old SQLite index whose newest device was removed: the floor comes from the audit."""
+    from gateway.index.migrations.versions import v0001_initial as legacy
+
+    url = f"sqlite:///{tmp_path / 'i.sqlite3'}"
+    engine = create_engine(url)
+    legacy.metadata.create_all(engine)
+    t = legacy.metadata.tables
+    with engine.begin() as conn:
+        conn.execute(
+            insert(t["devices"]),
+            {
+                "id": 1,
+                "ae_title": "A",
+                "name": "",
+                "networks": [],
+                "active": True,
+                "created_at": "t",
+            },
+        )
+        conn.execute(
+            insert(t["audit_events"]),
+            [
+                {"seq": n, "ts": "t", "kind": "device.added", "actor": "x", "subject": ae,
+                 "outcome": "ok", "detail": json.dumps({"id": n}), "prev_hash": "", "hash": ""}
+                for n, ae in ((1, "A"), (2, "B"))
+            ],
+        )  # fmt: skip
+    engine.dispose()
+    db = Database(url)
+    try:
+        with db.write() as conn:
+            conn.execute(
+                insert(metadata.tables["devices"]),
+                {"ae_title": "C", "name": "", "networks": [], "active": True, "created_at": "t"},
+            )
+        with db.read() as conn:
+            ids = conn.execute(select(metadata.tables["devices"].c.id)).scalars().all()
+    finally:
+        db.close()
+    assert sorted(ids) == [1, 3]
