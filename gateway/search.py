@@ -217,8 +217,10 @@ class Search:
             clauses.append(studies.c.study_uid.in_(sorted(visible.study_uids)))
         return query.where(or_(*clauses) if clauses else false())
 
-    def _study_select(self, q: StudyQuery, visible: Visible | None) -> Select[Any]:
-        query: Any = select(*_STUDY_COLUMNS).join(patients, patients.c.id == studies.c.patient_ref)
+    def _study_select(
+        self, q: StudyQuery, visible: Visible | None, columns: tuple[Any, ...] = _STUDY_COLUMNS
+    ) -> Select[Any]:
+        query: Any = select(*columns).join(patients, patients.c.id == studies.c.patient_ref)
         query = self._restrict(query, visible)
         if q.patient_id is not None:
             query = query.where(studies.c.pid_blind == self._c.patient_id_blind(q.patient_id))
@@ -275,29 +277,38 @@ class Search:
         """Studies matching every filter, newest study date first."""
         limit = max(0, min(q.limit, _MAX_LIMIT))
         offset = max(0, q.offset)
-        query = self._study_select(q, visible)
         with self._db.read() as conn:
             if not q.patient_name:
+                query = self._study_select(q, visible)
                 rows = conn.execute(query.limit(limit).offset(offset)).all()
                 return [self._record(r) for r in rows]
+            # Names are sealed: match on a narrow query (UID, patient key, sealed name), one
+            # decryption per patient, then read the full rows of the page only.
             pattern = wildcard(q.patient_name)
-            names: dict[str, list[Any]] = {}
-            out: list[StudyRecord] = []
+            narrow = self._study_select(
+                q, visible, (studies.c.study_uid, patients.c.patient_key, patients.c.name_sealed)
+            )
+            names: dict[str, bool] = {}
+            page: list[str] = []
             skipped = 0
-            for r in conn.execute(query):
-                found = names.get(r.patient_key)
-                if found is None:
+            for r in conn.execute(narrow):
+                hit = names.get(r.patient_key)
+                if hit is None:
                     found = self._open("patients", "name", r.patient_key, r.name_sealed)
-                    names[r.patient_key] = found
-                if not _name_matches(pattern, found):
+                    hit = names[r.patient_key] = _name_matches(pattern, found)
+                if not hit:
                     continue
                 if skipped < offset:
                     skipped += 1
                     continue
-                out.append(self._record(r, found))
-                if len(out) >= limit:
+                page.append(r.study_uid)
+                if len(page) >= limit:
                     break
-            return out
+            if not page:
+                return []
+            full = self._study_select(StudyQuery(), None).where(studies.c.study_uid.in_(page))
+            by_uid = {r.study_uid: r for r in conn.execute(full)}
+            return [self._record(by_uid[u]) for u in page]
 
     def anchor_state(self, study_uids: Iterable[str]) -> dict[str, str]:
         """Per study: "anchored" when every instance is in an anchored batch, else "pending"."""
