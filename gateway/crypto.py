@@ -12,6 +12,8 @@
 * X.509 (for DICOM TLS): RSA key generation and certificate signing; ``gateway.pki`` builds
   the certificates themselves with ``cryptography.x509``.
 * Device user identity: argon2id passcode hashes, and JWS verification of JSON Web Tokens.
+* Index fields at rest: AES-256-GCM per value (``FieldCipher``) under a sub-key of the index
+  key (``derive_key``), and keyed blind indexes (``keyed_hash``) for exact matches.
 """
 
 from __future__ import annotations
@@ -324,6 +326,48 @@ def keyed_hash(key: bytes, message: bytes) -> bytes:
     if len(key) < KEY_BYTES:
         raise CryptoError("a keyed hash needs a key of at least 32 bytes")
     return hmac.new(key, message, hashlib.sha256).digest()
+
+
+def derive_key(key: bytes, purpose: str) -> bytes:
+    """A 256-bit sub-key of ``key`` for one ``purpose`` (HMAC-SHA256 as a PRF, HKDF-Expand
+    style): the index key seals fields and blinds exact-match values under separate keys, so
+    neither use can be turned against the other."""
+    return keyed_hash(key, b"ztbridge subkey\0" + purpose.encode())
+
+
+_FIELD_VERSION = 1
+
+
+class FieldCipher:
+    """AES-256-GCM for short values in the index (names, dates of birth, metadata JSON).
+
+    Format: version byte, 96-bit random nonce, ciphertext and tag (29 bytes of overhead). The
+    caller's associated data names where the value belongs (table, column, row), so a sealed
+    value copied into another row or column fails to open. The AESGCM object is built once:
+    ingest seals a few fields per instance and construction costs more than a small seal.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != KEY_BYTES:
+            raise CryptoError("a field key is 32 bytes")
+        self._aead = AESGCM(key)
+
+    def seal(self, associated: bytes, plaintext: bytes) -> bytes:
+        """Encrypt ``plaintext`` bound to ``associated``."""
+        nonce = os.urandom(NONCE_BYTES)
+        return bytes((_FIELD_VERSION,)) + nonce + self._aead.encrypt(nonce, plaintext, associated)
+
+    def open(self, associated: bytes, sealed: bytes) -> bytes:
+        """Verify then decrypt; raises ``InvalidEnvelopeError`` on any mismatch."""
+        sealed = bytes(sealed)
+        if len(sealed) < 1 + NONCE_BYTES + 16 or sealed[0] != _FIELD_VERSION:
+            raise InvalidEnvelopeError()
+        try:
+            return self._aead.decrypt(
+                sealed[1 : 1 + NONCE_BYTES], sealed[1 + NONCE_BYTES :], associated
+            )
+        except InvalidTag as e:
+            raise InvalidEnvelopeError() from e
 
 
 @dataclass(frozen=True)

@@ -35,10 +35,11 @@ from gateway.errors import DatasetRefusedError, StorageError
 from gateway.header import header_sections
 from gateway.index.database import Database, Tx
 from gateway.index.models import instances, studies, study_keys
+from gateway.index.qido import QidoWriter
 from gateway.keys import StudyKey, StudyKeyCache
 from gateway.keywraps import NO_RECIPIENTS, RecipientDirectory, insert_rows, new_key_rows
 from gateway.logsafe import shown
-from gateway.metadata import WANTED, first_strings, read_indexed, to_json
+from gateway.metadata import WANTED, first_strings, read_indexed
 from gateway.store.base import ContentStore
 from gateway.validation import required_identifiers
 
@@ -54,10 +55,9 @@ _VERSIONS = select(instances.c.version, instances.c.sha256).where(
 _CID_OF = select(instances.c.cid).where(
     instances.c.sop_instance_uid == bindparam("sop"), instances.c.version == bindparam("version")
 )
-_STUDY_PATIENT = select(studies.c.patient_id).where(studies.c.study_uid == bindparam("study"))
+_STUDY_PATIENT = select(studies.c.pid_blind).where(studies.c.study_uid == bindparam("study"))
 _STUDY_EXISTS = select(studies.c.study_uid).where(studies.c.study_uid == bindparam("study"))
 _INSERT_INSTANCE = insert(instances)
-_INSERT_STUDY = insert(studies)
 _INSERT_KEY = insert(study_keys)
 
 
@@ -113,9 +113,12 @@ class Receipt:
 
 
 def _patient_mismatch(patient_id: str) -> DatasetRefusedError:
+    # The value itself is not named: the reason goes to the log and the audit log, and the
+    # index holds no Patient ID in clear.
+    which = "an empty Patient ID" if not patient_id else "the Patient ID"
     return DatasetRefusedError(
-        f"Patient ID {patient_id!r} differs from the patient already stored for this"
-        " study; correct the Patient ID at the modality (or the Study Instance UID)",
+        f"{which} differs from the patient already stored for this study; correct the"
+        " Patient ID at the modality (or the Study Instance UID)",
         STATUS_DATASET_MISMATCH,
     )
 
@@ -136,6 +139,7 @@ class Ingestor:
         clock: Clock,
         max_instance_bytes: int,
         recipients: RecipientDirectory = NO_RECIPIENTS,
+        require_patient_id: bool = False,
     ) -> None:
         self._db = db
         self._recipients = recipients  # who besides the custodian gets each new study key
@@ -144,7 +148,12 @@ class Ingestor:
         self._audit = audit
         self._clock = clock
         self._max_bytes = max_instance_bytes
-        self._patients: OrderedDict[str, str] = OrderedDict()  # study UID -> Patient ID
+        self._require_patient_id = require_patient_id
+        if db.cipher is None:
+            raise StorageError("ingest needs the index opened with its index key (cipher)")
+        self._qido = QidoWriter(db.cipher)
+        # study UID -> blind index of its Patient ID (never the Patient ID itself)
+        self._patients: OrderedDict[str, str] = OrderedDict()
         self._patients_lock = threading.Lock()
         self._hasher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ztbridge-hash")
 
@@ -213,14 +222,18 @@ class Ingestor:
         layout = scan(plain, ts, WANTED)
         doc = read_indexed(plain, layout)
         ids = required_identifiers(
-            first_strings(doc), incoming.declared_sop_class, incoming.declared_sop_instance
+            first_strings(doc),
+            incoming.declared_sop_class,
+            incoming.declared_sop_instance,
+            self._require_patient_id,
         )
         sop_uid, study_uid = ids["SOPInstanceUID"], ids["StudyInstanceUID"]
         # The hash runs on the second core (hashlib releases the GIL) while this thread
         # encrypts and content-addresses; it is needed early only for a UID seen before.
         digest = self._hasher.submit(_sha256_hex, raw)
 
-        self._precheck_patient(study_uid, ids["PatientID"])
+        patient = self._qido.cipher.patient_id_blind(ids["PatientID"])
+        self._precheck_patient(study_uid, patient, ids["PatientID"])
         previous = self._versions(sop_uid)
         if previous and digest.result() in previous.values():
             return self._duplicate(sop_uid, study_uid, digest.result(), origin)
@@ -240,7 +253,7 @@ class Ingestor:
         wraps = new_key_rows(key, linked, self._clock.now().isoformat()) if key_is_new else []
 
         with self._db.fast_write() as conn:
-            self._check_patient(study_uid, ids["PatientID"], conn)
+            self._check_patient(study_uid, patient, ids["PatientID"], conn)
             versions = self._versions(sop_uid, conn)
             if dataset_sha in versions.values():  # an identical copy landed meanwhile
                 version = next(v for v, h in versions.items() if h == dataset_sha)
@@ -249,8 +262,9 @@ class Ingestor:
             else:
                 version = max(versions, default=0) + 1
                 outcome = Outcome.STORED if version == 1 else Outcome.NEW_VERSION
+                now = self._clock.now().isoformat()
                 if key_is_new:
-                    self._ensure_study(conn, ids, key)
+                    self._ensure_study(conn, ids, key, doc)
                     insert_rows(conn, wraps)  # key_wraps: custodian + linked recipients
                 conn.execute(
                     _INSERT_INSTANCE,
@@ -261,21 +275,22 @@ class Ingestor:
                         series_uid=ids["SeriesInstanceUID"],
                         sop_class_uid=ids["SOPClassUID"],
                         transfer_syntax=ts,
-                        patient_id=ids["PatientID"],
                         cid=cid,
                         header_cid=header_pending.cid,
                         stored_size=len(ciphertext),
                         size=len(meta) + len(raw),
                         sha256=dataset_sha,
                         key_id=key.key_id,
-                        metadata_json=to_json(doc),
                         flag="new-version" if version > 1 else None,
-                        received_at=self._clock.now().isoformat(),
+                        received_at=now,
                         origin=origin.kind,
                         calling_ae=origin.calling_ae,
                         device_id=origin.device_id,
+                        **self._qido.instance_columns(sop_uid, version, doc),
                     ),
                 )
+                if version == 1:
+                    self._qido.count_instance(conn, study_uid, ids["SeriesInstanceUID"], doc, now)
                 detail: dict[str, Any] = {"cid": cid, "version": version, "origin": origin.kind}
                 if version > 1:
                     detail["flag"] = "new-version: same SOP Instance UID, different content"
@@ -287,7 +302,8 @@ class Ingestor:
             header_pending.wait()
         if key_is_new and outcome is not Outcome.DUPLICATE:  # only a key whose row committed
             self._keys.remember(study_uid, key)
-        self._remember_patient(study_uid, ids["PatientID"])
+        self._remember_patient(study_uid, patient)
+        self._qido.committed(ids["SeriesInstanceUID"])
         if outcome is Outcome.NEW_VERSION:
             log.warning(
                 "instance %s arrived again with different content: kept as version %d",
@@ -326,7 +342,9 @@ class Ingestor:
         )
         return str(row.cid) if row is not None else orphan
 
-    def _ensure_study(self, conn: Tx, ids: dict[str, str], key: StudyKey) -> None:
+    def _ensure_study(
+        self, conn: Tx, ids: dict[str, str], key: StudyKey, doc: dict[str, Any]
+    ) -> None:
         """With a fresh study key: the study row if it is new, and the key's custodian wrap.
 
         A cached key means both rows were committed with an earlier instance, so the common
@@ -336,10 +354,7 @@ class Ingestor:
         study_uid = ids["StudyInstanceUID"]
         exists = conn.execute(_STUDY_EXISTS, {"study": study_uid}).first()
         if exists is None:
-            conn.execute(
-                _INSERT_STUDY,
-                {"study_uid": study_uid, "patient_id": ids["PatientID"], "created_at": now},
-            )
+            self._qido.new_study(conn, study_uid, doc, now)
         conn.execute(
             _INSERT_KEY,
             {
@@ -351,7 +366,7 @@ class Ingestor:
             },
         )
 
-    def _precheck_patient(self, study_uid: str, patient_id: str) -> None:
+    def _precheck_patient(self, study_uid: str, patient: str, patient_id: str) -> None:
         """The patient check before any work, from memory when the study was seen lately.
 
         Why a cache: this read ran for every instance and cost a round trip to the index
@@ -364,22 +379,25 @@ class Ingestor:
             if known is not None:
                 self._patients.move_to_end(study_uid)
         if known is None:
-            self._check_patient(study_uid, patient_id)
-        elif known != patient_id:
+            self._check_patient(study_uid, patient, patient_id)
+        elif known != patient:
             raise _patient_mismatch(patient_id)
 
-    def _remember_patient(self, study_uid: str, patient_id: str) -> None:
+    def _remember_patient(self, study_uid: str, patient: str) -> None:
         with self._patients_lock:
-            self._patients[study_uid] = patient_id
+            self._patients[study_uid] = patient
             self._patients.move_to_end(study_uid)
             while len(self._patients) > _PATIENT_CACHE_SIZE:
                 self._patients.popitem(last=False)
 
-    def _check_patient(self, study_uid: str, patient_id: str, conn: Tx | None = None) -> None:
+    def _check_patient(
+        self, study_uid: str, patient: str, patient_id: str, conn: Tx | None = None
+    ) -> None:
         """One study belongs to one patient: a study key and, later, grants are per patient.
 
         Checked before storing (no ciphertext for a refusal) and again inside the write
-        transaction, where it is authoritative.
+        transaction, where it is authoritative. Compared as blind indexes (``patient``):
+        the index holds no Patient ID in clear.
         """
         params = {"study": study_uid}
         if conn is not None:
@@ -387,7 +405,7 @@ class Ingestor:
         else:
             with self._db.fast_read() as c:
                 row = c.execute(_STUDY_PATIENT, params).first()
-        if row is not None and row.patient_id != patient_id:
+        if row is not None and row.pid_blind != patient:
             raise _patient_mismatch(patient_id)
 
     def _versions(self, sop_uid: str, conn: Tx | None = None) -> dict[int, str]:

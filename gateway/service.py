@@ -19,6 +19,7 @@ from gateway.clock import Clock, SystemClock
 from gateway.devices import DeviceRegistry
 from gateway.errors import ConfigError, StorageError, StoreLockedError
 from gateway.index.database import Database
+from gateway.index.sealing import open_cipher
 from gateway.ingest import Ingestor
 from gateway.keys import CustodianPublic, StudyKeyCache, ensure_custodian
 from gateway.keywraps import NO_RECIPIENTS, RecipientDirectory
@@ -116,7 +117,7 @@ def open_gateway(
     policies = posture_policies(settings)
     custodian, generated = ensure_custodian(home / "keys", settings.crypto.kem, passphrase)
     accounts = ensure_accounts(home / "keys", custodian) if settings.ledger.enabled else None
-    db = Database(settings.index_url)
+    db = Database(settings.index_url, open_cipher(settings))
     try:
         store = open_store(settings, store_access)
     except StoreLockedError as e:
@@ -134,7 +135,14 @@ def open_gateway(
     audit = AuditLog(db, clock)
     keys = StudyKeyCache(custodian, clock, settings.ingest.study_key_idle_seconds)
     ingestor = Ingestor(
-        db, store, keys, audit, clock, settings.ingest.max_instance_mb << 20, recipients
+        db,
+        store,
+        keys,
+        audit,
+        clock,
+        settings.ingest.max_instance_mb << 20,
+        recipients,
+        require_patient_id=settings.ingest.require_patient_id,
     )
     devices = DeviceRegistry(db, audit, clock)
     anchoring = None

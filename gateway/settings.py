@@ -113,6 +113,13 @@ class IndexSettings(_Section):
     """The searchable index (metadata, CIDs, audit)."""
 
     url: str = Field("", description="SQLAlchemy URL; empty means SQLite under home")
+    key: str = Field(
+        "",
+        description=(
+            "where the index key comes from: file:PATH, env:NAME or credential:NAME (systemd);"
+            " empty: development makes <home>.index-key beside the home, production refuses"
+        ),
+    )
 
 
 class CryptoSettings(_Section):
@@ -128,6 +135,13 @@ class IngestSettings(_Section):
         3600.0, gt=0, description="forget a study key from memory after this long unused"
     )
     max_instance_mb: int = Field(2048, ge=1)
+    require_patient_id: bool = Field(
+        False,
+        description=(
+            "refuse instances with an empty or missing Patient ID (0xA900); by default they"
+            " are stored, owned by the custodian and flagged for reconciliation"
+        ),
+    )
 
 
 class PortalSettings(_Section):

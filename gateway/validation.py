@@ -22,9 +22,17 @@ def _text(values: Mapping[str, str], keyword: str) -> str:
 
 
 def required_identifiers(
-    ds: Mapping[str, str], declared_sop_class: str | None, declared_sop_instance: str | None
+    ds: Mapping[str, str],
+    declared_sop_class: str | None,
+    declared_sop_instance: str | None,
+    require_patient_id: bool = False,
 ) -> dict[str, str]:
-    """The identifiers ingest keys on, checked; refuses with 0xA900 naming what is wrong."""
+    """The identifiers ingest keys on, checked; refuses with 0xA900 naming what is wrong.
+
+    Patient ID is Type 2 in the storage IODs (present, may be empty): an empty one is
+    returned as "" (ingest stores the instance and flags its study for reconciliation)
+    unless ``require_patient_id`` (setting ``ingest.require_patient_id``) asks for refusal.
+    """
     found: dict[str, str] = {}
     for keyword in REQUIRED_UIDS:
         value = _text(ds, keyword)
@@ -36,7 +44,7 @@ def required_identifiers(
             )
         found[keyword] = value
     patient_id = _text(ds, "PatientID")
-    if not patient_id:
+    if not patient_id and require_patient_id:
         raise DatasetRefusedError("PatientID is missing or empty", STATUS_DATASET_MISMATCH)
     if len(patient_id) > 64:
         raise DatasetRefusedError("PatientID is longer than 64 characters", STATUS_DATASET_MISMATCH)

@@ -18,13 +18,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.dml import Insert
 
 from gateway.errors import StorageError
-from gateway.index.models import metadata
+from gateway.index import migrate
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -97,26 +97,17 @@ class FastTx:
         return _Result(self._cursor)
 
 
-# Nullable columns added to existing tables after a home was first written. ``create_all``
-# creates missing tables only, so an index written by an earlier version gains these here.
-# A stop-gap until Alembic migrations (the next index change) take this over.
-_ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (("instances", "header_cid", "VARCHAR(100)"),)
-
-
-def _add_missing_columns(engine: Engine) -> None:
-    inspector = inspect(engine)
-    for table, column, ddl in _ADDED_COLUMNS:
-        present = {c["name"] for c in inspector.get_columns(table)}
-        if column not in present:
-            with engine.begin() as conn:
-                conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}")
-
-
 class Database:
     """The index engine plus a write lock; ``write()`` is the only way to change rows."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, cipher: Any = None, *, upgrade: bool = True) -> None:
+        """Open the index; with ``upgrade`` (the default) bring its schema to head first.
+
+        ``cipher`` (an ``IndexCipher``) seals and blinds identifying attributes; revisions
+        that seal values already stored need it, and so does ingest.
+        """
         self.url = url
+        self.cipher = cipher
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
@@ -134,10 +125,12 @@ class Database:
                 event.listen(
                     self._writer, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE")
                 )
-            metadata.create_all(self.engine)
-            _add_missing_columns(self.engine)
         except SQLAlchemyError as e:
             raise StorageError(f"cannot open the index at {url}: {e}") from e
+        if upgrade:
+            self.upgrade()
+        else:
+            migrate.needs_upgrade(url)  # still refuses an index newer than this code
         self._write_lock = threading.Lock()
         self._raw: Any = None
         # Keyed by id(): only module-level (immortal) statements may be passed to FastTx; the
@@ -145,6 +138,14 @@ class Database:
         self._statements: dict[
             tuple[int, tuple[str, ...]], tuple[str, Any, dict[str, Any], Executable]
         ] = {}
+
+    def upgrade(self) -> tuple[str | None, str]:
+        """Bring the schema to this code's head revision (see ``gateway.index.migrate``);
+        returns the revisions before and after. A no-op when already at head."""
+        if not migrate.needs_upgrade(self.url):
+            head = migrate.head()
+            return head, head
+        return migrate.upgrade(self.url, self.cipher)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:

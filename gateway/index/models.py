@@ -1,5 +1,9 @@
 """Table definitions (SQLAlchemy Core), portable between SQLite and PostgreSQL.
 
+The live schema. Databases are built and changed only by the Alembic revisions in
+``gateway/index/migrations/`` (a test checks that head matches these definitions); a change
+here needs a new revision.
+
 Core rather than ORM objects: ingest inserts one row per instance on the hot path, and plain
 ``insert()`` statements cost a fraction of ORM unit-of-work bookkeeping.
 """
@@ -35,15 +39,72 @@ devices = Table(
     Column("networks", JSON, nullable=False),
     Column("active", Boolean, nullable=False, default=True),
     Column("created_at", String(40), nullable=False),
+    # SQLite: never reuse a removed device's id (it names the device in the audit log).
+    sqlite_autoincrement=True,
 )
 
+# --- the QIDO-shaped levels (PS3.18 Table 6.7.1-2, 6.7.1-2a) ----------------------------
+# Columns ending in ``_sealed`` hold a DICOM JSON ``Value`` list sealed with AES-256-GCM under
+# the index key (gateway/index/sealing.py), bound to table, column and row identity (for
+# patients the patient_key, for studies the Study UID, for series the Series UID, for
+# instances "SOP UID/version"). ``*_blind`` columns are keyed blind indexes for exact
+# matches. UIDs, dates, times, numbers, modalities and counts stay in clear (README: "What is
+# in clear on disk").
+
+# One row per patient identity: Patient ID with its issuer (blinded); an instance without a
+# Patient ID gets a patient row of its own per study (``unidentified``).
+patients = Table(
+    "patients",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("patient_key", String(64), nullable=False, unique=True),
+    Column("pid_blind", String(64), nullable=False, index=True),
+    Column("unidentified", Boolean, nullable=False),
+    Column("patient_id_sealed", LargeBinary, nullable=True),
+    Column("issuer_sealed", LargeBinary, nullable=True),
+    Column("name_sealed", LargeBinary, nullable=True),
+    Column("birth_date_sealed", LargeBinary, nullable=True),
+    Column("sex_sealed", LargeBinary, nullable=True),
+    Column("created_at", String(40), nullable=False),
+)
+
+# Study-level attributes come from the study's first instance; the counts and the list of
+# modalities are maintained by ingest in the same transaction as each instance row.
 studies = Table(
     "studies",
     metadata,
     Column("study_uid", UID, primary_key=True),
-    Column("patient_id", String(64), nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("patient_ref", Integer, ForeignKey("patients.id"), nullable=False, index=True),
+    Column("pid_blind", String(64), nullable=False, index=True),
+    Column("study_date", String(8), nullable=True, index=True),
+    Column("study_time", String(16), nullable=True),
+    Column("accession_blind", String(64), nullable=True, index=True),
+    Column("accession_sealed", LargeBinary, nullable=True),
+    Column("description_sealed", LargeBinary, nullable=True),
+    Column("referring_sealed", LargeBinary, nullable=True),
+    Column("study_id_sealed", LargeBinary, nullable=True),
+    Column("modalities", String(200), nullable=False),
+    Column("num_series", Integer, nullable=False),
+    Column("num_instances", Integer, nullable=False),
+    # Why the study needs a person's attention, e.g. "patient-id-missing"; NULL: nothing.
+    Column("reconcile", String(32), nullable=True, index=True),
+)
+
+series = Table(
+    "series",
+    metadata,
+    Column("series_uid", UID, primary_key=True),
+    Column("study_uid", UID, ForeignKey("studies.study_uid"), nullable=False, index=True),
+    Column("modality", String(16), nullable=True),
+    Column("series_number", Integer, nullable=True),
+    Column("series_date", String(8), nullable=True),
+    Column("series_time", String(16), nullable=True),
+    Column("description_sealed", LargeBinary, nullable=True),
+    Column("num_instances", Integer, nullable=False),
     Column("created_at", String(40), nullable=False),
 )
+Index("ix_series_modality", series.c.modality, series.c.study_uid)
 
 study_keys = Table(
     "study_keys",
@@ -79,7 +140,6 @@ instances = Table(
     Column("series_uid", UID, nullable=False),
     Column("sop_class_uid", UID, nullable=False),
     Column("transfer_syntax", UID, nullable=False),
-    Column("patient_id", String(64), nullable=False),
     Column("cid", String(100), nullable=False),
     # The header object (gateway/header.py): the data set without bulk data, sealed on its
     # own. NULL for rows stored before it existed: readers then cut the header from the
@@ -90,7 +150,9 @@ instances = Table(
     # SHA-256 of the data set exactly as the sender encoded it (the file meta group is ours).
     Column("sha256", String(64), nullable=False),
     Column("key_id", String(32), ForeignKey("study_keys.key_id"), nullable=False),
-    Column("metadata_json", Text, nullable=False),
+    Column("instance_number", Integer, nullable=True),
+    # The indexed attributes (gateway/metadata.py) as DICOM JSON, sealed.
+    Column("metadata_sealed", LargeBinary, nullable=False),
     Column("flag", String(32), nullable=True),
     Column("received_at", String(40), nullable=False),
     Column("origin", String(16), nullable=False),
@@ -175,9 +237,8 @@ posture_nonces = Table(
 )
 Index("ix_posture_nonces_issued", posture_nonces.c.issued_ms)
 
-# DICOM TLS and user identity, per device (gateway/credentials.py). Tables of their own rather
-# than columns on ``devices``: there is no migration tool, and an existing index gains them
-# on open. Rows go with their device (ON DELETE CASCADE).
+# DICOM TLS and user identity, per device (gateway/credentials.py). Rows go with their device
+# (ON DELETE CASCADE).
 device_tls = Table(
     "device_tls",
     metadata,
@@ -219,7 +280,6 @@ device_identity = Table(
 )
 
 # --- ledger and anchoring (docs/ledger.md) ------------------------------------------------
-# New tables only: existing databases gain them on open (create_all), nothing is altered.
 
 # Where the registry contract lives: one row per chain it was deployed to. The chain is
 # recognised by its chain id and the hash of the block that deployed the contract (a reset or

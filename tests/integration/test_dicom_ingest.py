@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from gateway.dataset import split_part10
 from gateway.index.database import Database
-from gateway.index.models import audit_events, instances
+from gateway.index.models import audit_events, instances, studies
 from tests.support.capture_scp import capture_scp
 from tests.support.dicomgen import (
     STORESCU_OPTION,
@@ -21,7 +21,14 @@ from tests.support.dicomgen import (
     make_ct_series,
     make_multiframe,
 )
-from tests.support.gateway_proc import ZTBRIDGE, GatewayProcess, dcmtk, make_gateway, storescu
+from tests.support.gateway_proc import (
+    ZTBRIDGE,
+    GatewayProcess,
+    dcmtk,
+    make_gateway,
+    running,
+    storescu,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -176,18 +183,53 @@ def test_corrupt_dataset_refused_nothing_stored(gateway: GatewayProcess, tmp_pat
     truncated = tmp_path / "truncated.dcm"
     truncated.write_bytes(good.read_bytes()[:-1000])
     assert _send_raw(gateway.port, truncated) == 0xC000
-    no_patient = tmp_path / "no_patient.dcm"
-    ds = dcmread(good)
-    del ds.PatientID
-    ds.save_as(no_patient)
-    result = storescu(gateway.port, [no_patient])
-    assert "0xa900" in (result.stdout + result.stderr).lower() or result.returncode != 0
     assert count_instances(gateway) == 0
     refused = [d for k, o, d in audit_kinds(gateway) if k == "instance.refused"]
-    assert len(refused) == 2
-    assert "truncated" in refused[0] and "PatientID" in refused[1]
+    assert len(refused) == 1
+    assert "truncated" in refused[0]
     assert _send_raw(gateway.port, good) == 0x0000
     assert count_instances(gateway) == 1
+
+
+def _without_patient_id(good: Path, out: Path) -> Path:
+    ds = dcmread(good)
+    del ds.PatientID
+    ds.save_as(out)
+    return out
+
+
+def test_missing_patient_id_is_stored_and_flagged(gateway: GatewayProcess, tmp_path: Path) -> None:
+    """Patient ID is Type 2: storescu's instance without one is kept, its study flagged."""
+    no_patient = _without_patient_id(
+        make_ct_series(tmp_path / "ct", 1).files[0], tmp_path / "n.dcm"
+    )
+    result = storescu(gateway.port, [no_patient])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert count_instances(gateway) == 1
+    db = index(gateway)
+    try:
+        with db.read() as conn:
+            flagged = conn.execute(select(studies.c.study_uid, studies.c.reconcile)).all()
+    finally:
+        db.close()
+    assert flagged == [(dcmread(no_patient).StudyInstanceUID, "patient-id-missing")]
+
+
+def test_require_patient_id_restores_the_refusal(tmp_path: Path, dcmtk: None) -> None:
+    gw = make_gateway(tmp_path, ZTBRIDGE_INGEST__REQUIRE_PATIENT_ID="true")
+    gw.cli(
+        "device", "add", "--ae", "STORESCU", "--ip", "127.0.0.1", "--name", "m",
+        "--posture-policy", "none",
+    )  # fmt: skip
+    no_patient = _without_patient_id(
+        make_ct_series(tmp_path / "ct", 1).files[0], tmp_path / "n.dcm"
+    )
+    with running(gw):
+        result = storescu(gw.port, [no_patient])
+        assert "0xa900" in (result.stdout + result.stderr).lower() or result.returncode != 0
+        assert count_instances(gw) == 0
+        refused = [d for k, o, d in audit_kinds(gw) if k == "instance.refused"]
+    assert len(refused) == 1 and "PatientID" in refused[0]
 
 
 def test_same_uid_new_content_is_new_version(gateway: GatewayProcess, tmp_path: Path) -> None:

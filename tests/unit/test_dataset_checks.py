@@ -56,8 +56,6 @@ def _ds(**kw: str) -> dict[str, str]:
         ("no study", _ds(StudyInstanceUID="<del>"), (None, None), "StudyInstanceUID"),
         ("no series", _ds(SeriesInstanceUID="<del>"), (None, None), "SeriesInstanceUID"),
         ("bad UID", _ds(StudyInstanceUID="1.2.03"), (None, None), "not a valid UID"),
-        ("empty patient", _ds(PatientID=""), (None, None), "PatientID"),
-        ("no patient", _ds(PatientID="<del>"), (None, None), "PatientID"),
         ("class mismatch", _ds(), ("1.2.840.10008.5.1.4.1.1.4", None), "differs"),
         ("instance mismatch", _ds(), (None, "1.2.3.9"), "differs"),
     ],
@@ -69,6 +67,16 @@ def test_required_identifiers_refused(
         required_identifiers(ds, *declared)
     assert info.value.status == 0xA900, case
     assert fragment in info.value.reason, case
+
+
+@pytest.mark.parametrize("ds", [_ds(PatientID=""), _ds(PatientID="<del>")], ids=["empty", "no"])
+def test_empty_patient_id_is_type_2(ds: dict[str, str]) -> None:
+    """Accepted as "" by default (stored, flagged); refused only when the setting asks."""
+    assert required_identifiers(ds, None, None)["PatientID"] == ""
+    with pytest.raises(DatasetRefusedError) as info:
+        required_identifiers(ds, None, None, require_patient_id=True)
+    assert info.value.status == 0xA900
+    assert "PatientID" in info.value.reason
 
 
 def test_required_identifiers_ok() -> None:

@@ -33,6 +33,8 @@ GROUPS: list[tuple[str, str]] = [
     ("audit", "ztbridge.cli.audit:app"),
     ("chain", "ztbridge.cli.chain:app"),
     ("study", "ztbridge.cli.study:app"),
+    ("studies", "ztbridge.cli.studies:studies_app"),
+    ("db", "ztbridge.cli.db:db_app"),
 ]
 
 

@@ -1,0 +1,1 @@
+"""Alembic revisions of the index schema, shipped inside the package and run on open."""

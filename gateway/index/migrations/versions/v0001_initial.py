@@ -1,0 +1,301 @@
+"""Revision 1: the schema as ztbridge wrote it before migrations existed (commit e35439c).
+
+A frozen copy of that day's table definitions, never the live models: later edits to
+``gateway/index/models.py`` must not change what this revision builds. An index written by
+that code (tables present, no ``alembic_version``) is stamped at this revision on open.
+"""
+
+from __future__ import annotations
+
+from alembic import op
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+metadata = MetaData()
+
+UID = String(64)
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ae_title", String(16), nullable=False, unique=True),
+    Column("name", String(200), nullable=False, default=""),
+    Column("networks", JSON, nullable=False),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("created_at", String(40), nullable=False),
+)
+
+studies = Table(
+    "studies",
+    metadata,
+    Column("study_uid", UID, primary_key=True),
+    Column("patient_id", String(64), nullable=False),
+    Column("created_at", String(40), nullable=False),
+)
+
+study_keys = Table(
+    "study_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("study_uid", UID, ForeignKey("studies.study_uid"), nullable=False, index=True),
+    Column("kem", String(32), nullable=False),
+    Column("custodian_wrap", LargeBinary, nullable=False),
+    Column("created_at", String(40), nullable=False),
+)
+
+instances = Table(
+    "instances",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("sop_instance_uid", UID, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("study_uid", UID, ForeignKey("studies.study_uid"), nullable=False),
+    Column("series_uid", UID, nullable=False),
+    Column("sop_class_uid", UID, nullable=False),
+    Column("transfer_syntax", UID, nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("cid", String(100), nullable=False),
+    Column("stored_size", Integer, nullable=False),
+    Column("size", Integer, nullable=False),
+    # SHA-256 of the data set exactly as the sender encoded it (the file meta group is ours).
+    Column("sha256", String(64), nullable=False),
+    Column("key_id", String(32), ForeignKey("study_keys.key_id"), nullable=False),
+    Column("metadata_json", Text, nullable=False),
+    Column("flag", String(32), nullable=True),
+    Column("received_at", String(40), nullable=False),
+    Column("origin", String(16), nullable=False),
+    Column("calling_ae", String(16), nullable=True),
+    Column("device_id", Integer, nullable=True),
+    UniqueConstraint("sop_instance_uid", "version", name="uq_instance_version"),
+)
+Index("ix_instances_study", instances.c.study_uid, instances.c.series_uid)
+Index("ix_instances_sop", instances.c.sop_instance_uid)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("ts", String(40), nullable=False),
+    Column("kind", String(48), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# One row: the head of the audit chain. Updated in the same transaction as each append, it
+# serializes writers (SELECT ... FOR UPDATE on PostgreSQL) and lets verification notice a
+# truncated tail, which a chain alone cannot.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+
+# Device posture (docs/posture.md). One row per enrolled device: the policy it is judged by
+# ("none": posture not required) and the Ed25519 public key its reports must verify with.
+# The last refused attempt is kept so an admission refusal can say why no fresh report exists.
+device_posture = Table(
+    "device_posture",
+    metadata,
+    Column("device_id", Integer, ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
+    Column("policy", String(64), nullable=False),
+    Column("public_key", String(64), nullable=True),
+    Column("enrolled_at", String(40), nullable=False),
+    Column("last_refused_at", String(40), nullable=True),
+    Column("last_refused", Text, nullable=True),
+)
+
+# Accepted (signature-verified) reports with their verdict. The newest by issue time is the
+# device's current posture; older rows are kept as long as a replay could still look fresh,
+# so the (device, nonce) key doubles as the replay guard.
+posture_reports = Table(
+    "posture_reports",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("device_id", Integer, ForeignKey("devices.id", ondelete="CASCADE"), nullable=False),
+    Column("nonce", String(64), nullable=False),
+    Column("issued_ms", BigInteger, nullable=False),
+    Column("received_at", String(40), nullable=False),
+    Column("policy", String(64), nullable=False),
+    Column("passed", Boolean, nullable=False),
+    Column("reasons", JSON, nullable=False),
+    Column("notes", JSON, nullable=False),
+    Column("report", Text, nullable=False),
+    Column("signature", String(100), nullable=False),
+    UniqueConstraint("device_id", "nonce", name="uq_posture_nonce"),
+)
+Index("ix_posture_latest", posture_reports.c.device_id, posture_reports.c.issued_ms)
+
+# Every nonce accepted from a device, kept for the longest report age any policy may allow
+# (7 days) plus the largest future skew (1 h), whatever the policies say today: report rows
+# are pruned to today's policies, and a policy made more lenient after a restart, or a clock
+# stepped back, must not make a pruned report replayable. A few dozen bytes a report.
+posture_nonces = Table(
+    "posture_nonces",
+    metadata,
+    Column("device_id", Integer, ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
+    Column("nonce", String(64), primary_key=True),
+    Column("issued_ms", BigInteger, nullable=False),
+)
+Index("ix_posture_nonces_issued", posture_nonces.c.issued_ms)
+
+# DICOM TLS and user identity, per device (gateway/credentials.py). Tables of their own rather
+# than columns on ``devices``: there is no migration tool, and an existing index gains them
+# on open. Rows go with their device (ON DELETE CASCADE).
+device_tls = Table(
+    "device_tls",
+    metadata,
+    Column("device_id", Integer, ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
+    Column("require_tls", Boolean, nullable=False, default=False),
+)
+
+# Every client certificate issued to a device; admission accepts a TLS peer only if its
+# certificate's SHA-256 is here, active, for the calling AE title's device.
+device_certificates = Table(
+    "device_certificates",
+    metadata,
+    Column("fingerprint", String(64), primary_key=True),
+    Column(
+        "device_id",
+        Integer,
+        ForeignKey("devices.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("serial", String(40), nullable=False),
+    Column("not_after", String(40), nullable=False),
+    Column("issued_at", String(40), nullable=False),
+    Column("revoked_at", String(40), nullable=True),
+)
+
+# What a device must prove with DICOM User Identity Negotiation (gateway/identity.py).
+device_identity = Table(
+    "device_identity",
+    metadata,
+    Column("device_id", Integer, ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
+    Column("kind", String(16), nullable=False),  # "passcode" | "jwt"
+    Column("username", String(200), nullable=True),
+    Column("passcode_hash", Text, nullable=True),  # argon2id PHC string
+    Column("jwt_issuer", String(500), nullable=True),
+    Column("jwt_audience", String(200), nullable=True),
+    Column("jwt_subject", String(200), nullable=True),
+    Column("jwt_public_key", Text, nullable=True),  # PEM SubjectPublicKeyInfo
+)
+
+# --- ledger and anchoring (docs/ledger.md) ------------------------------------------------
+# New tables only: existing databases gain them on open (create_all), nothing is altered.
+
+# Where the registry contract lives: one row per chain it was deployed to. The chain is
+# recognised by its chain id and the hash of the block that deployed the contract (a reset or
+# foreign chain has another block there; the genesis hash is not used because anvil mints a
+# new genesis block at every restart from a --state file and may present it).
+ledger_deployments = Table(
+    "ledger_deployments",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("backend", String(16), nullable=False),
+    Column("chain_id", Integer, nullable=False),
+    Column("deploy_block_hash", String(66), nullable=False),
+    Column("address", String(42), nullable=False),
+    Column("deploy_block", Integer, nullable=False),
+    Column("rpc_url", String(500), nullable=True),
+    Column("admin", String(42), nullable=False),
+    Column("sender", String(42), nullable=False),
+    Column("custodian", String(42), nullable=False),
+    Column("created_at", String(40), nullable=False),
+    UniqueConstraint("backend", "chain_id", "deploy_block_hash", name="uq_deployment_chain"),
+)
+
+# The outbox of study anchors: one row per sealed batch, written in the same commit as the
+# batch's membership rows. ``state``: pending -> anchored (or conflict: the record id exists
+# on-chain with another root, which only a bug or a foreign writer can cause).
+anchor_batches = Table(
+    "anchor_batches",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("study_uid", UID, nullable=False, index=True),
+    Column("batch_no", Integer, nullable=False),
+    Column("record_id", String(64), nullable=False, unique=True),
+    Column("owner", String(42), nullable=False),
+    Column("merkle_root", String(64), nullable=False),
+    Column("manifest_cid", String(100), nullable=False),
+    Column("manifest_key_id", String(32), nullable=False),
+    Column("manifest_key_wrap", LargeBinary, nullable=False),
+    Column("capsule", LargeBinary, nullable=False),
+    Column("instance_count", Integer, nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("deployment_id", Integer, nullable=True),
+    Column("tx_hash", String(66), nullable=True),
+    Column("block_number", Integer, nullable=True),
+    Column("gas_used", Integer, nullable=True),
+    Column("anchored_at", String(40), nullable=True),
+    UniqueConstraint("study_uid", "batch_no", name="uq_batch_study_no"),
+)
+Index("ix_anchor_batches_state", anchor_batches.c.state, anchor_batches.c.id)
+
+# Which batch each instance went into (an instance is in exactly one batch).
+anchor_batch_members = Table(
+    "anchor_batch_members",
+    metadata,
+    Column("instance_id", Integer, ForeignKey("instances.id"), primary_key=True),
+    Column("batch_id", Integer, ForeignKey("anchor_batches.id"), nullable=False, index=True),
+)
+
+# The outbox of audit anchors: contiguous sequence ranges, per deployment (each chain's
+# contract insists the ranges it holds start at 1 and never leave a gap).
+audit_anchors = Table(
+    "audit_anchors",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("deployment_id", Integer, nullable=False),
+    Column("from_seq", Integer, nullable=False),
+    Column("to_seq", Integer, nullable=False),
+    Column("root", String(64), nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("tx_hash", String(66), nullable=True),
+    Column("block_number", Integer, nullable=True),
+    Column("gas_used", Integer, nullable=True),
+    Column("anchored_at", String(40), nullable=True),
+    UniqueConstraint("deployment_id", "from_seq", name="uq_audit_anchor_range"),
+)
+
+
+def upgrade() -> None:
+    """Create every table of the original schema."""
+    metadata.create_all(op.get_bind())
+
+
+def downgrade() -> None:
+    """Not supported: an index is never downgraded (restore a backup instead)."""
+    raise NotImplementedError("downgrading the index is not supported; restore a backup")
