@@ -25,6 +25,7 @@ from gateway.anchoring.outbox import outbox_counts
 from gateway.errors import StorageError
 from gateway.index.models import audit_events, devices, instances, studies
 from gateway.pki import PkiPaths, portal_certificate
+from gateway.search import Search
 from gateway.service import Gateway
 from gateway.settings import Settings
 
@@ -121,6 +122,8 @@ class Status:
     stored_bytes: int
     audit_events: int
     ledger: str
+    # Studies stored without a Patient ID (or otherwise flagged): study UID -> why.
+    to_reconcile: tuple[tuple[str, str], ...] = ()
 
     def rows(self) -> list[tuple[str, str]]:
         """Label and value per line, in the order a person reads them."""
@@ -145,7 +148,15 @@ class Status:
             ("instances", f"{self.instances} ({self.stored_bytes / 1e6:.1f} MB)"),
             ("audit events", str(self.audit_events)),
             ("ledger", self.ledger),
+            ("to reconcile", self._reconcile_line()),
         ]
+
+    def _reconcile_line(self) -> str:
+        if not self.to_reconcile:
+            return "none"
+        shown = ", ".join(f"{uid} ({why})" for uid, why in self.to_reconcile[:5])
+        more = f" and {len(self.to_reconcile) - 5} more" if len(self.to_reconcile) > 5 else ""
+        return f"{len(self.to_reconcile)} studies: {shown}{more} (see 'ztbridge studies')"
 
 
 def tls_line(s: Settings) -> str:
@@ -213,6 +224,16 @@ def gather(gw: Gateway) -> Status:
         stored_bytes=int(size),
         audit_events=int(n_aud),
         ledger=ledger_line(gw),
+        to_reconcile=_to_reconcile(gw),
+    )
+
+
+def _to_reconcile(gw: Gateway) -> tuple[tuple[str, str], ...]:
+    cipher = gw.db.cipher
+    if cipher is None:
+        return ()
+    return tuple(
+        (r.study_uid, r.reconcile or "flagged") for r in Search(gw.db, cipher).to_reconcile()
     )
 
 

@@ -18,6 +18,7 @@ from gateway.ingest import Incoming, Origin, Outcome
 from gateway.search import Search, StudyQuery, Visible
 from gateway.service import Gateway, open_gateway
 from gateway.settings import load_settings
+from gateway.status import gather
 from tests.support.dicomgen import make_ct_series
 
 ORIGIN = Origin(kind="import", actor="test")
@@ -183,6 +184,10 @@ def test_missing_patient_id_is_stored_and_listed_for_reconciliation(
         assert conn.execute(select(patients.c.unidentified)).scalars().all() == [True]
         assert conn.execute(select(series.c.num_instances)).scalars().all() == [2]
         assert conn.execute(select(studies.c.num_instances)).scalars().all() == [2]
+    # ``ztbridge status`` lists it (the same core figures an admin page shows).
+    found = gather(gw)
+    assert found.to_reconcile == ((receipts[0].study_uid, "patient-id-missing"),)
+    assert dict(found.rows())["to reconcile"].startswith("1 studies: ")
 
 
 def test_require_patient_id_refuses(tmp_path: Path) -> None:
