@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import crypto
-from gateway.durable import fsync_folder_best_effort
+from gateway.durable import create_file
 from gateway.errors import ConfigError, CryptoError
 from gateway.settings import Settings
 
@@ -117,17 +117,11 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def _create_key_file(path: Path) -> bytes:
+    """A new random key in ``path`` through the one durable writer; if another process made
+    it first (or it exists), that key is the one used."""
     key = secrets.token_bytes(crypto.KEY_BYTES)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    if not create_file(path, (key.hex() + "\n").encode()):
         return _parse_key(path.read_text(), str(path))
-    with os.fdopen(fd, "w") as f:
-        f.write(key.hex() + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    fsync_folder_best_effort(path.parent)
     return key
 
 
