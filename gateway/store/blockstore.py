@@ -1299,23 +1299,13 @@ class PackBlockStore:
         if codec == CODEC_RAW:
             out.append(block)
             return len(block)
-        if codec != CODEC_DAG_PB:
-            raise IntegrityError(f"block {cid_to_str(cid)} has codec 0x{codec:x}, not a file")
-        try:
-            node = decode_dag_pb(block)
-            if node.data is None:
-                raise ValueError("dag-pb node without UnixFS Data")
-            meta = decode_unixfs(node.data)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise IntegrityError(f"block {cid_to_str(cid)} is not a UnixFS node: {e}") from e
-        if meta.type not in (UNIXFS_FILE, UNIXFS_RAW):
-            raise IntegrityError(f"{cid_to_str(cid)} is UnixFS type {meta.type}, not a file")
+        meta, links = self._file_node(cid, block)
         total = 0
         if meta.data:
             out.append(meta.data)
             total += len(meta.data)
-        for link in node.links:
-            total += self._walk_file(link.cid, out, depth + 1)
+        for link in links:
+            total += self._walk_file(link, out, depth + 1)
         if meta.filesize is not None and meta.filesize != total:
             raise IntegrityError(
                 f"{cid_to_str(cid)} declares {meta.filesize} bytes but holds {total}"
