@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import bindparam, insert, select
 
 from gateway import crypto
 from gateway.audit import AuditEvent, AuditLog
@@ -40,7 +40,8 @@ from gateway.keys import StudyKey, StudyKeyCache
 from gateway.keywraps import NO_RECIPIENTS, RecipientDirectory, insert_rows, new_key_rows
 from gateway.logsafe import shown
 from gateway.metadata import WANTED, first_strings, read_indexed
-from gateway.store.base import ContentStore
+from gateway.settling import Settling, Withdrawn, record_watermark, withdraw
+from gateway.store.base import ContentStore, PendingObject
 from gateway.validation import required_identifiers
 
 log = logging.getLogger("ztbridge.ingest")
@@ -49,15 +50,15 @@ log = logging.getLogger("ztbridge.ingest")
 _PATIENT_CACHE_SIZE = 4096
 
 # Built once: constructing a statement costs more than executing it on SQLite.
-_VERSIONS = select(instances.c.version, instances.c.sha256).where(
+_VERSIONS = select(instances.c.version, instances.c.sha256, instances.c.id).where(
     instances.c.sop_instance_uid == bindparam("sop")
 )
-_CID_OF = select(instances.c.cid).where(
+_CID_OF = select(instances.c.cid, instances.c.id).where(
     instances.c.sop_instance_uid == bindparam("sop"), instances.c.version == bindparam("version")
 )
 _STUDY_PATIENT = select(studies.c.pid_blind).where(studies.c.study_uid == bindparam("study"))
 _STUDY_EXISTS = select(studies.c.study_uid).where(studies.c.study_uid == bindparam("study"))
-_INSERT_INSTANCE = insert(instances)
+_INSERT_INSTANCE = insert(instances).returning(instances.c.id)
 _INSERT_KEY = insert(study_keys)
 
 
@@ -140,8 +141,11 @@ class Ingestor:
         max_instance_bytes: int,
         recipients: RecipientDirectory = NO_RECIPIENTS,
         require_patient_id: bool = False,
+        settling: Settling | None = None,
     ) -> None:
         self._db = db
+        #: rows committed while their ciphertext is still being flushed (gateway/settling.py)
+        self.settling = settling or Settling()
         self._recipients = recipients  # who besides the custodian gets each new study key
         self._store = store
         self._keys = keys
@@ -235,7 +239,7 @@ class Ingestor:
         patient = self._qido.cipher.patient_id_blind(ids["PatientID"])
         self._precheck_patient(study_uid, patient, ids["PatientID"])
         previous = self._versions(sop_uid)
-        if previous and digest.result() in previous.values():
+        if previous and digest.result() in {sha for sha, _ in previous.values()}:
             return self._duplicate(sop_uid, study_uid, digest.result(), origin)
 
         meta = file_meta(ids["SOPClassUID"], sop_uid, ts, incoming.source_ae or origin.calling_ae)
@@ -252,54 +256,72 @@ class Ingestor:
         linked = self._recipients.recipients_for(ids["PatientID"]) if key_is_new else ()
         wraps = new_key_rows(key, linked, self._clock.now().isoformat()) if key_is_new else []
 
-        with self._db.fast_write() as conn:
-            self._check_patient(study_uid, patient, ids["PatientID"], conn)
-            versions = self._versions(sop_uid, conn)
-            if dataset_sha in versions.values():  # an identical copy landed meanwhile
-                version = next(v for v, h in versions.items() if h == dataset_sha)
-                outcome = Outcome.DUPLICATE
-                cid = self._landed_meanwhile(conn, sop_uid, version, cid, origin)
-            else:
-                version = max(versions, default=0) + 1
-                outcome = Outcome.STORED if version == 1 else Outcome.NEW_VERSION
-                now = self._clock.now().isoformat()
-                if key_is_new:
-                    self._ensure_study(conn, ids, key, doc)
-                    insert_rows(conn, wraps)  # key_wraps: custodian + linked recipients
-                conn.execute(
-                    _INSERT_INSTANCE,
-                    dict(
-                        sop_instance_uid=sop_uid,
-                        version=version,
-                        study_uid=study_uid,
-                        series_uid=ids["SeriesInstanceUID"],
-                        sop_class_uid=ids["SOPClassUID"],
-                        transfer_syntax=ts,
-                        cid=cid,
-                        header_cid=header_pending.cid,
-                        stored_size=len(ciphertext),
-                        size=len(meta) + len(raw),
-                        sha256=dataset_sha,
-                        key_id=key.key_id,
-                        flag="new-version" if version > 1 else None,
-                        received_at=now,
-                        origin=origin.kind,
-                        calling_ae=origin.calling_ae,
-                        device_id=origin.device_id,
-                        **self._qido.instance_columns(sop_uid, version, doc),
-                    ),
-                )
-                if version == 1:
-                    self._qido.count_instance(conn, study_uid, ids["SeriesInstanceUID"], doc, now)
-                detail: dict[str, Any] = {"cid": cid, "version": version, "origin": origin.kind}
-                if version > 1:
-                    detail["flag"] = "new-version: same SOP Instance UID, different content"
-                self._audit.append(
-                    conn, AuditEvent("instance.stored", origin.actor, sop_uid, "ok", detail)
-                )
-            # Before COMMIT: a committed row must never point at an object not yet durable.
-            pending.wait()
-            header_pending.wait()
+        instance_id: int | None = None  # our row, once inserted (registered as unsettled)
+        copy_id: int | None = None  # an identical copy's row, which may still be settling
+        try:
+            with self._db.fast_write() as conn:
+                self._check_patient(study_uid, patient, ids["PatientID"], conn)
+                versions = self._versions(sop_uid, conn)
+                same = [v for v, (sha, _) in versions.items() if sha == dataset_sha]
+                if same:  # an identical copy landed meanwhile
+                    version = same[0]
+                    outcome = Outcome.DUPLICATE
+                    cid, copy_id = self._landed_meanwhile(conn, sop_uid, version, cid, origin)
+                else:
+                    version = max(versions, default=0) + 1
+                    outcome = Outcome.STORED if version == 1 else Outcome.NEW_VERSION
+                    now = self._clock.now().isoformat()
+                    if key_is_new:
+                        self._ensure_study(conn, ids, key, doc)
+                        insert_rows(conn, wraps)  # key_wraps: custodian + linked recipients
+                    inserted = conn.execute(
+                        _INSERT_INSTANCE,
+                        dict(
+                            sop_instance_uid=sop_uid,
+                            version=version,
+                            study_uid=study_uid,
+                            series_uid=ids["SeriesInstanceUID"],
+                            sop_class_uid=ids["SOPClassUID"],
+                            transfer_syntax=ts,
+                            cid=cid,
+                            header_cid=header_pending.cid,
+                            stored_size=len(ciphertext),
+                            size=len(meta) + len(raw),
+                            sha256=dataset_sha,
+                            key_id=key.key_id,
+                            flag="new-version" if version > 1 else None,
+                            received_at=now,
+                            origin=origin.kind,
+                            calling_ae=origin.calling_ae,
+                            device_id=origin.device_id,
+                            **self._qido.instance_columns(sop_uid, version, doc),
+                        ),
+                    ).first()
+                    if inserted is None:  # RETURNING gave nothing: the driver is not ours
+                        raise StorageError("the index returned no id for the new instance row")
+                    instance_id = int(inserted.id)
+                    record_watermark(conn, self.settling.open(instance_id))
+                    if version == 1:
+                        self._qido.count_instance(
+                            conn, study_uid, ids["SeriesInstanceUID"], doc, now
+                        )
+                    detail: dict[str, Any] = {"cid": cid, "version": version, "origin": origin.kind}
+                    if version > 1:
+                        detail["flag"] = "new-version: same SOP Instance UID, different content"
+                    self._audit.append(
+                        conn, AuditEvent("instance.stored", origin.actor, sop_uid, "ok", detail)
+                    )
+        except BaseException:
+            if instance_id is not None:  # rolled back: the id was never visible to anyone
+                self.settling.close(instance_id, durable=True)
+            raise
+        if copy_id is not None:
+            self._await_copy(copy_id)
+        if instance_id is not None:
+            # COMMIT ran while the pack flush did (gateway/settling.py): answer only once the
+            # ciphertext is durable too; if it cannot become so, the row goes.
+            row = Withdrawn(instance_id, sop_uid, version, study_uid, key.key_id)
+            self._settle(row, ids["SeriesInstanceUID"], (pending, header_pending))
         if key_is_new and outcome is not Outcome.DUPLICATE:  # only a key whose row committed
             self._keys.remember(study_uid, key)
         self._remember_patient(study_uid, patient)
@@ -312,9 +334,46 @@ class Ingestor:
             )
         return Receipt(outcome, STATUS_SUCCESS, sop_uid, study_uid, cid, version)
 
+    def _settle(
+        self, row: Withdrawn, series_uid: str, puts: tuple[PendingObject, PendingObject]
+    ) -> None:
+        """Wait for the row's objects to be durable; if they cannot be, withdraw the row
+        (it was never acknowledged) and raise, so the instance is refused."""
+        try:
+            for put in puts:
+                put.wait()
+        except StorageError as e:
+            try:
+                with self._db.fast_write() as conn:
+                    withdraw(
+                        conn, self._audit, row, series_uid, f"its ciphertext flush failed: {e}"
+                    )
+            except StorageError as e2:
+                # Left registered: the watermark stays below it, so the next start checks it.
+                log.error(
+                    "instance %s: flush failed and its row could not be withdrawn (%s);"
+                    " restart the gateway to reconcile the index with the store",
+                    shown(row.sop_instance_uid),
+                    e2,
+                )
+                raise e from None
+            self._qido.forget(series_uid)
+            self.settling.close(row.instance_id, durable=False)
+            raise
+        self.settling.close(row.instance_id, durable=True)
+
+    def _await_copy(self, instance_id: int) -> None:
+        """An identical copy is answered only once that copy is durable: its row may have
+        committed a moment ago, while its own flush was still running."""
+        if not self.settling.wait(instance_id):
+            raise StorageError(
+                "an identical copy of this instance was being stored and did not become"
+                " durable; send it again"
+            )
+
     def _landed_meanwhile(
         self, conn: Tx, sop_uid: str, version: int, orphan: str, origin: Origin
-    ) -> str:
+    ) -> tuple[str, int | None]:
         """An identical copy committed between the pre-check and this transaction (another
         association sent the same instance at the same moment): answer with the copy that is
         indexed, and audit the duplicate like any other.
@@ -340,7 +399,7 @@ class Ingestor:
                 },
             ),
         )
-        return str(row.cid) if row is not None else orphan
+        return (str(row.cid), int(row.id)) if row is not None else (orphan, None)
 
     def _ensure_study(
         self, conn: Tx, ids: dict[str, str], key: StudyKey, doc: dict[str, Any]
@@ -408,23 +467,27 @@ class Ingestor:
         if row is not None and row.pid_blind != patient:
             raise _patient_mismatch(patient_id)
 
-    def _versions(self, sop_uid: str, conn: Tx | None = None) -> dict[int, str]:
+    def _versions(self, sop_uid: str, conn: Tx | None = None) -> dict[int, tuple[str, int]]:
+        """The stored versions of an instance: version -> (SHA-256, row id)."""
         params = {"sop": sop_uid}
         if conn is not None:
-            return {r.version: r.sha256 for r in conn.execute(_VERSIONS, params)}
+            return {r.version: (r.sha256, r.id) for r in conn.execute(_VERSIONS, params)}
         with self._db.fast_read() as c:
-            return {r.version: r.sha256 for r in c.execute(_VERSIONS, params)}
+            return {r.version: (r.sha256, r.id) for r in c.execute(_VERSIONS, params)}
 
     def _duplicate(self, sop_uid: str, study_uid: str, sha: str, origin: Origin) -> Receipt:
         with self._db.read() as conn:
             row = conn.execute(
-                select(instances.c.cid, func.min(instances.c.version).label("version"))
+                select(instances.c.cid, instances.c.version, instances.c.id)
                 .where(
                     instances.c.sop_instance_uid == sop_uid,
                     instances.c.sha256 == sha,
                 )
-                .group_by(instances.c.cid)
+                .order_by(instances.c.version)
+                .limit(1)
             ).first()
+        if row is not None:
+            self._await_copy(int(row.id))
         self._audit.record(
             AuditEvent(
                 "instance.duplicate",

@@ -27,6 +27,7 @@ from gateway.ledger.accounts import GatewayAccounts, ensure_accounts
 from gateway.posture.policy import PolicySet, load_policies
 from gateway.posture.service import PostureService
 from gateway.settings import Settings
+from gateway.settling import Settling, recover
 from gateway.store.base import ContentStore
 from gateway.store.blockstore import PackBlockStore
 
@@ -133,6 +134,14 @@ def open_gateway(
         db.close()
         raise
     audit = AuditLog(db, clock)
+    settling = Settling()
+    if store_access == "write":
+        try:  # rows a crash left committed but without a durable object (never acknowledged)
+            recover(db, store, audit)
+        except BaseException:
+            store.close()
+            db.close()
+            raise
     keys = StudyKeyCache(custodian, clock, settings.ingest.study_key_idle_seconds)
     ingestor = Ingestor(
         db,
@@ -143,11 +152,14 @@ def open_gateway(
         settings.ingest.max_instance_mb << 20,
         recipients,
         require_patient_id=settings.ingest.require_patient_id,
+        settling=settling,
     )
     devices = DeviceRegistry(db, audit, clock)
     anchoring = None
     if accounts is not None:
-        anchoring = Anchoring(settings, db, store, custodian, audit, clock, accounts)
+        anchoring = Anchoring(
+            settings, db, store, custodian, audit, clock, accounts, horizon=settling.horizon
+        )
     return Gateway(
         settings=settings,
         clock=clock,

@@ -69,9 +69,15 @@ _BATCH_ROWS = (
         instances.c.version,
         instances.c.key_id,
     )
-    .where(instances.c.study_uid == bindparam("study"), _NOT_BATCHED)
+    .where(
+        instances.c.study_uid == bindparam("study"),
+        instances.c.id < bindparam("horizon"),
+        _NOT_BATCHED,
+    )
     .order_by(instances.c.id)
 )
+#: ``horizon`` when no row is settling: above any id an index will hold.
+_NO_HORIZON = 1 << 62
 _LAST_BATCH_NO = select(func.coalesce(func.max(anchor_batches.c.batch_no), 0)).where(
     anchor_batches.c.study_uid == bindparam("study")
 )
@@ -126,9 +132,15 @@ class BatchSealer:
         custodian: CustodianPublic,
         record_secret: bytes,
         clock: Clock,
+        *,
+        horizon: Callable[[], int | None] = lambda: None,
     ) -> None:
+        """``horizon``: the lowest instance id whose ciphertext may still be flushing
+        (``gateway.settling``): a batch holds only rows below it, never one that might yet
+        be withdrawn."""
         self._db = db
         self._store = store
+        self._horizon = horizon
         self._custodian = custodian
         self._secret = record_secret
         self._clock = clock
@@ -155,7 +167,11 @@ class BatchSealer:
         into the patient's study as custodian-owned, pending a transfer (run it again).
         """
         with self._db.read() as conn:
-            rows = conn.execute(_BATCH_ROWS, {"study": study_uid}).all()
+            horizon = self._horizon()
+            rows = conn.execute(
+                _BATCH_ROWS,
+                {"study": study_uid, "horizon": _NO_HORIZON if horizon is None else horizon},
+            ).all()
             if not rows:
                 return None
             batch_no = int(conn.execute(_LAST_BATCH_NO, {"study": study_uid}).scalar_one()) + 1

@@ -68,14 +68,20 @@ class Anchoring:
         audit: AuditLog,
         clock: Clock,
         accounts: GatewayAccounts,
+        *,
+        horizon: Callable[[], int | None] = lambda: None,
     ) -> None:
+        """``horizon``: the lowest instance id whose ciphertext may still be flushing
+        (``gateway.settling``); sealing stays below it. The default: nothing is flushing."""
         self.settings = settings
         self.db = db
         self.audit = audit
         self.clock = clock
         self.custodian = custodian
         self.accounts = accounts
-        self.sealer = BatchSealer(db, store, custodian, accounts.record_secret, clock)
+        self.sealer = BatchSealer(
+            db, store, custodian, accounts.record_secret, clock, horizon=horizon
+        )
         self.outbox = Outbox(db, clock)
         self.lock = LedgerLock(settings.home / "ledger" / "LOCK")
         self._released: set[str] = set()

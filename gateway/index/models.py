@@ -346,6 +346,16 @@ study_owners = Table(
     Column("transferred_at", String(40), nullable=False),
 )
 
+# One row (id 1): every instance row with a smaller id points at a durable object
+# (gateway/settling.py). Rows at or above it may have committed while their ciphertext was
+# still being flushed; after a crash they are checked against the store.
+settling = Table(
+    "settling",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("settled_below", Integer, nullable=False),
+)
+
 # Which batch each instance went into (an instance is in exactly one batch).
 anchor_batch_members = Table(
     "anchor_batch_members",

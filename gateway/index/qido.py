@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 
 from gateway.index.database import Tx
 from gateway.index.models import patients, series, studies
@@ -214,6 +214,11 @@ class QidoWriter:
         mods = modalities_with(current.modalities if current else "", modality)
         conn.execute(_STUDY_GAINS_SERIES, {"suid": study_uid, "mods": mods})
 
+    def forget(self, series_uid: str) -> None:
+        """A series whose row may be gone (an instance was withdrawn): look it up again."""
+        with self._lock:
+            self._series.pop(series_uid, None)
+
     def committed(self, series_uid: str) -> None:
         """Remember a series whose row has committed (only then may the lookup be skipped)."""
         with self._lock:
@@ -221,3 +226,36 @@ class QidoWriter:
             self._series.move_to_end(series_uid)
             while len(self._series) > _SERIES_CACHE_SIZE:
                 self._series.popitem(last=False)
+
+
+_DROP_SERIES_INSTANCE = (
+    update(series)
+    .where(series.c.series_uid == bindparam("suid"))
+    .values(num_instances=series.c.num_instances - 1)
+)
+_SERIES_COUNT = select(series.c.num_instances).where(series.c.series_uid == bindparam("suid"))
+_DELETE_EMPTY_SERIES = delete(series).where(
+    series.c.series_uid == bindparam("suid"), series.c.num_instances <= 0
+)
+_STUDY_LOSES_INSTANCE = (
+    update(studies)
+    .where(studies.c.study_uid == bindparam("suid"))
+    .values(num_instances=studies.c.num_instances - 1)
+)
+_STUDY_LOSES_SERIES = (
+    update(studies)
+    .where(studies.c.study_uid == bindparam("suid"))
+    .values(num_series=studies.c.num_series - 1)
+)
+
+
+def uncount_instance(conn: Tx, study_uid: str, series_uid: str) -> None:
+    """Undo ``count_instance`` for an instance row that is withdrawn (never acknowledged):
+    the counts drop, and a series left empty goes (its study keeps its row: the modality
+    that was never answered sends the study again)."""
+    conn.execute(_DROP_SERIES_INSTANCE, {"suid": series_uid})
+    conn.execute(_STUDY_LOSES_INSTANCE, {"suid": study_uid})
+    left = conn.execute(_SERIES_COUNT, {"suid": series_uid}).first()
+    if left is not None and left.num_instances <= 0:
+        conn.execute(_DELETE_EMPTY_SERIES, {"suid": series_uid})
+        conn.execute(_STUDY_LOSES_SERIES, {"suid": study_uid})

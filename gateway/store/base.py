@@ -80,6 +80,12 @@ class ContentStore(Protocol):
         """Whether the root block of ``cid`` is present."""
         ...
 
+    def complete(self, cid: str) -> bool:
+        """Whether every block of ``cid`` is present (inner nodes are read, leaves only
+        looked up): the check crash recovery runs on rows that may have committed before
+        their object was durable (``gateway.settling``)."""
+        ...
+
     def export_car(self, roots: Iterable[str], out: BinaryIO) -> int:
         """Write a CARv1 holding every block reachable from ``roots``; return blocks written."""
         ...

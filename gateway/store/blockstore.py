@@ -95,6 +95,7 @@ from gateway.errors import (
     NotFoundError,
     StorageError,
     StoreLockedError,
+    ZtbridgeError,
 )
 from gateway.store.base import StoreProblem
 from gateway.store.car import read_car, write_car
@@ -1323,6 +1324,35 @@ class PackBlockStore:
             with contextlib.suppress(OSError):
                 self._refresh()
         return raw in self._index
+
+    def complete(self, cid: str) -> bool:
+        """Whether every block reachable from ``cid`` is stored; leaves are not read.
+
+        After a crash the pack's torn tail is gone; a row committed just before (its flush
+        still running, so never acknowledged) may name blocks that went with it.
+        """
+        self._check_open()
+        try:
+            root = cid_from_str(cid)
+        except InvalidInputError:
+            return False
+        seen: set[bytes] = set()
+        stack = [root]
+        while stack:
+            block_cid = stack.pop()
+            if block_cid in seen:
+                continue
+            seen.add(block_cid)
+            if block_cid not in self._index:
+                return False
+            if decode_cid(block_cid).codec != CODEC_DAG_PB:
+                continue
+            try:
+                links = decode_dag_pb(self._read_block(block_cid)).links
+            except (ZtbridgeError, ValueError, UnicodeDecodeError):
+                return False
+            stack.extend(link.cid for link in links)
+        return True
 
     def _walk_blocks(self, roots: Sequence[bytes]) -> Iterator[tuple[bytes, bytes]]:
         """Every block reachable from ``roots``, once each, root first, depth first."""

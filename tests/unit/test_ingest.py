@@ -111,14 +111,24 @@ class FailingStore:
 def test_storage_failure_is_out_of_resources_and_leaves_nothing(
     gw: Gateway, tmp_path: Path, at: str, words: str
 ) -> None:
-    """Whether the write or the flush fails, the row is never committed and 0xA700 answers."""
+    """Whether the write or the flush fails, 0xA700 answers and no row is left behind.
+
+    A failed write never reaches the index. A failed flush does: the row commits while the
+    flush runs (gateway/settling.py), so it is withdrawn, with its new study key, and the
+    audit log says so between the store and the refusal.
+    """
     f = make_ct_series(tmp_path / "ct", 1).files[0]
     gw.ingestor._store = FailingStore(gw.store, at)  # type: ignore[assignment]
     receipt = gw.ingestor.ingest(incoming(f), ORIGIN)
     assert (receipt.outcome, receipt.status) == (Outcome.REFUSED, 0xA700)
     assert words in (receipt.reason or "")
     assert rows(gw, instances) == 0 and rows(gw, study_keys) == 0
-    assert [e.kind for e in gw.audit.entries()] == ["instance.refused"]
+    expected = {
+        "put": ["instance.refused"],
+        "flush": ["instance.stored", "instance.withdrawn", "instance.refused"],
+    }[at]
+    assert [e.kind for e in gw.audit.entries()] == expected
+    assert gw.ingestor.settling.horizon() is None  # nothing left holding anchoring back
 
 
 def test_oversized_instance_refused(tmp_path: Path) -> None:
