@@ -97,6 +97,15 @@ class TlsSettings(_Section):
     max_jwt_validity_days: int = Field(
         366, ge=0, le=36500, description="refuse a JWT whose exp is further ahead; 0: no cap"
     )
+    jwt_leeway_seconds: int = Field(
+        60,
+        ge=0,
+        le=300,
+        description=(
+            "clock disagreement allowed for a JWT's exp, nbf and iat: a token expired less"
+            " than this long ago is still accepted (gateway/identity.py says why 60)"
+        ),
+    )
 
 
 class StoreSettings(_Section):
