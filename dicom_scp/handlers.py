@@ -193,6 +193,7 @@ class Handlers:
             credentials=creds,
             user_identity=_identity_claim(assoc),
             max_jwt_validity=_days(self.gw.settings.tls.max_jwt_validity_days),
+            jwt_leeway_seconds=self.gw.settings.tls.jwt_leeway_seconds,
             now=self.gw.clock.now(),
             max_associations=s.max_associations,
             max_per_device=s.max_associations_per_device,

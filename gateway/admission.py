@@ -58,6 +58,7 @@ class AssociationFacts:
     credentials: DeviceCredentials = field(default_factory=DeviceCredentials)
     user_identity: identity.Claim | None = None
     max_jwt_validity: timedelta | None = None  # a JWT's exp may lie at most this far ahead
+    jwt_leeway_seconds: int = identity.LEEWAY_SECONDS  # clock skew allowed for exp/nbf/iat
     # Associations already admitted and still open: in total and for this device.
     open_associations: int = 0
     open_for_device: int = 0
@@ -250,7 +251,9 @@ def check_user_identity(f: AssociationFacts) -> Refusal | None:
     elif f.now is None:  # fail closed: token times cannot be judged without a clock
         problem = "no clock to judge the identity by"
     else:
-        problem = identity.check(req, f.user_identity, f.now, f.max_jwt_validity)
+        problem = identity.check(
+            req, f.user_identity, f.now, f.max_jwt_validity, f.jwt_leeway_seconds
+        )
     if problem is None:
         return None
     return Refusal(

@@ -11,7 +11,8 @@
   owner-only mode is its protection), the public key is the raw 32 bytes.
 * X.509 (for DICOM TLS): RSA key generation and certificate signing; ``gateway.pki`` builds
   the certificates themselves with ``cryptography.x509``.
-* Device user identity: argon2id passcode hashes, and JWS verification of JSON Web Tokens.
+* Device user identity: argon2id passcode hashes (JSON Web Tokens are verified by
+  ``gateway.jws`` with joserfc), and ``strict_json`` for untrusted JSON.
 * Index fields at rest: AES-256-GCM per value (``FieldCipher``) under a sub-key of the index
   key (``derive_key``), and keyed blind indexes (``keyed_hash``) for exact matches.
 """
@@ -19,7 +20,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -39,8 +39,7 @@ from argon2.low_level import Type, hash_secret_raw
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, hpke, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mlkem, rsa, x25519
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, rsa, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.errors import ConfigError, CryptoError, InvalidEnvelopeError, InvalidInputError
@@ -681,56 +680,6 @@ def verify_passcode(encoded: str, passcode: str | bytes) -> bool:
         return False
 
 
-JwtAlg = Literal["EdDSA", "ES256"]
-
-
-@dataclass(frozen=True)
-class JwtKey:
-    """A token issuer's public key and the one JWS algorithm it may be used with."""
-
-    alg: JwtAlg
-    _key: ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
-    pem: str
-
-
-def load_jwt_key(pem: str) -> JwtKey:
-    """An issuer public key (PEM SubjectPublicKeyInfo): Ed25519 → EdDSA, P-256 → ES256.
-
-    The algorithm comes from the key, never from a token header: a token that names another
-    algorithm (``none``, ``HS256`` with the public key as secret, ...) is refused outright.
-    """
-    try:
-        key = serialization.load_pem_public_key(pem.encode())
-    except (ValueError, TypeError) as e:
-        raise InvalidInputError("not a PEM public key ('-----BEGIN PUBLIC KEY-----')") from e
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        return JwtKey("EdDSA", key, pem)
-    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
-        return JwtKey("ES256", key, pem)
-    raise InvalidInputError("JWT issuer key must be Ed25519 (EdDSA) or EC P-256 (ES256)")
-
-
-MAX_JWT_BYTES = 8192
-
-
-_B64URL = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def _b64url(part: str) -> bytes:
-    """Strict unpadded base64url (RFC 7515 2): ASCII alphabet only, no padding, no length
-    that no byte string encodes to, and no stray bits in the last character, so each byte
-    string has exactly one accepted text form."""
-    if not part or len(part) % 4 == 1 or not _B64URL.fullmatch(part):
-        raise CryptoError("token is not base64url")
-    try:
-        data = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-    except (binascii.Error, ValueError) as e:
-        raise CryptoError("token is not base64url") from e
-    if base64.urlsafe_b64encode(data).rstrip(b"=").decode() != part:
-        raise CryptoError("token is not canonical base64url (stray bits in its last character)")
-    return data
-
-
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
@@ -781,42 +730,3 @@ def strict_json(data: bytes | str) -> Any:
         )
     except RecursionError as e:
         raise ValueError("nested too deeply") from e
-
-
-def verify_jws(token: str, key: JwtKey) -> dict[str, Any]:
-    """Verify a compact JWS with ``key`` and return its JSON claims; CryptoError if not valid.
-
-    Checks only the signature and the header's algorithm; the claims (issuer, audience,
-    expiry) are policy and are checked by ``gateway.identity``.
-    """
-    if len(token) > MAX_JWT_BYTES:
-        raise CryptoError(f"token longer than {MAX_JWT_BYTES} bytes")
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise CryptoError("token is not a compact JWS (header.payload.signature)")
-    header_bytes, claims_bytes, signature = (_b64url(p) for p in parts)
-    try:
-        header = strict_json(header_bytes)
-        claims = strict_json(claims_bytes)
-    except ValueError as e:  # UnicodeDecodeError too
-        raise CryptoError(f"token header or payload is not JSON: {e}") from e
-    if not isinstance(header, dict) or not isinstance(claims, dict):
-        raise CryptoError("token header and payload must be JSON objects")
-    if header.get("alg") != key.alg:
-        raise CryptoError(f"token algorithm {header.get('alg')!r} is not the issuer's {key.alg}")
-    if "crit" in header:
-        raise CryptoError("token has critical header extensions we do not understand")
-    signed = f"{parts[0]}.{parts[1]}".encode()
-    try:
-        if isinstance(key._key, ed25519.Ed25519PublicKey):
-            key._key.verify(signature, signed)
-        else:
-            if len(signature) != 64:
-                raise CryptoError("ES256 signature must be 64 bytes (r || s)")
-            der = encode_dss_signature(
-                int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
-            )
-            key._key.verify(der, signed, ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature as e:
-        raise CryptoError("token signature does not verify with the issuer's key") from e
-    return claims

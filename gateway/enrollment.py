@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from gateway import crypto, durable, pki
+from gateway import crypto, durable, jws, pki
 from gateway.credentials import CredentialStore
 from gateway.devices import Device, parse_networks
 from gateway.errors import InvalidInputError
@@ -137,7 +137,7 @@ def _identity(gw: Gateway, ae: str, o: EnrollOptions) -> tuple[Requirement | Non
         pem = o.jwt_key.read_text()
     except OSError as e:
         raise InvalidInputError(f"cannot read {o.jwt_key}: {e.strerror}") from e
-    crypto.load_jwt_key(pem)  # refuses a key that is not Ed25519 or P-256, up front
+    jws.load_issuer_key(pem)  # refuses a key that is not Ed25519 or P-256, up front
     audience = o.jwt_audience or gw.settings.dicom.ae_title
     # The subject defaults to the AE title: the audience is this gateway for every device, so
     # without a per-device subject one token from the issuer would speak for all of them.

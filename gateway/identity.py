@@ -9,11 +9,19 @@ A device may require one of two kinds of identity in its A-ASSOCIATE-RQ:
   (Ed25519 → EdDSA, or P-256 → ES256), so a copy of our database cannot mint tokens —
   which a shared HS256 secret would allow. The token must carry ``iss`` equal to the
   registered issuer, ``aud`` containing the registered audience (by default our AE title),
-  ``exp`` in the future and, if present, ``nbf``/``iat`` not in the future (60 s leeway);
+  ``exp`` in the future and, if present, ``nbf``/``iat`` not in the future;
   ``sub`` must equal the registered subject (by default the device's AE title, so one
   issuer's token for one modality cannot open associations for another). Times must be
   finite numbers (the JSON parser refuses NaN/Infinity and numbers that overflow), and
-  ``exp`` may lie at most ``tls.max_jwt_validity_days`` ahead.
+  ``exp`` may lie at most ``tls.max_jwt_validity_days`` ahead. The signature is checked by
+  ``gateway.jws`` (joserfc), the claims by joserfc's ``JWTClaimsRegistry`` with our clock.
+
+The leeway (``tls.jwt_leeway_seconds``, 60 by default) allows for the issuer's clock and
+ours disagreeing, alike for ``exp``, ``nbf`` and ``iat`` (RFC 7519 4.1.4: "usually no more
+than a few minutes"): a token that expired less than the leeway ago is still accepted, and
+one dated up to the leeway ahead of our clock is not yet refused. 60 s is what posture
+reports are allowed ahead (``posture.max_future_seconds``) and what identity providers
+commonly default to; modalities' clocks are often set by hand. 0 holds every time exactly.
 
 ``check`` is a pure function of the requirement, the claim and the time: it returns None
 when the identity is proven, else the reason.
@@ -26,13 +34,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from gateway import crypto
+from joserfc.errors import ClaimError, ExpiredTokenError
+from joserfc.jwt import JWTClaimsRegistry
+
+from gateway import crypto, jws
 from gateway.errors import CryptoError, InvalidInputError
 
 PASSCODE = 2
 JWT = 5
 TYPE_NAMES = {1: "username", 2: "username+passcode", 3: "Kerberos", 4: "SAML", 5: "JWT"}
 LEEWAY_SECONDS = 60
+"""The default of ``tls.jwt_leeway_seconds`` (see the module's docstring)."""
 
 
 @dataclass(frozen=True)
@@ -82,46 +94,69 @@ def _number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def _claim_refusal(e: ClaimError, claims: dict[str, Any], req: JwtRequirement) -> str:
+    """Our wording for joserfc's refusal of a claim (logs, audit and tests read it)."""
+    names = e.claim.split(",")  # a MissingClaimError names every missing claim
+    name = next((n for n in ("iss", "aud", "exp", "sub") if n in names), names[0])
+    if isinstance(e, ExpiredTokenError):
+        return "token has expired"
+    if name == "iss":
+        return f"token issuer {claims.get('iss')!r} is not {req.issuer!r}"
+    if name == "aud":
+        return f"token audience {claims.get('aud')!r} does not include {req.audience!r}"
+    if name == "exp":
+        return "token has no expiry (exp) that is a finite number"
+    if name == "sub":
+        return f"token subject {claims.get('sub')!r} is not {req.subject!r}"
+    if name in ("nbf", "iat"):
+        if _number(claims.get(name)) is None:
+            return f"token {name} is not a finite number"
+        return f"token {name} is in the future"
+    return f"token claim {name!r} refused: {e.description}"
+
+
 def _claims_problem(
-    claims: dict[str, Any], req: JwtRequirement, now: datetime, max_validity: timedelta | None
+    claims: dict[str, Any],
+    req: JwtRequirement,
+    now: datetime,
+    max_validity: timedelta | None,
+    leeway: int,
 ) -> str | None:
     t = now.timestamp()
-    if claims.get("iss") != req.issuer:
-        return f"token issuer {claims.get('iss')!r} is not {req.issuer!r}"
-    aud = claims.get("aud")
-    audiences = aud if isinstance(aud, list) else [aud]
-    if req.audience not in audiences:
-        return f"token audience {aud!r} does not include {req.audience!r}"
+    options: dict[str, Any] = {
+        "iss": {"essential": True, "value": req.issuer},
+        "aud": {"essential": True, "value": req.audience},
+        "exp": {"essential": True},
+    }
+    if req.subject is not None:
+        options["sub"] = {"essential": True, "value": req.subject}
+    registry = JWTClaimsRegistry(now=math.floor(t), leeway=leeway, **options)
+    try:
+        registry.validate(claims)
+    except ClaimError as e:
+        return _claim_refusal(e, claims, req)
     exp = _number(claims.get("exp"))
-    if exp is None:
-        return "token has no expiry (exp) that is a finite number"
-    if exp + LEEWAY_SECONDS <= t:
-        return "token has expired"
-    if max_validity is not None and exp - t > max_validity.total_seconds() + LEEWAY_SECONDS:
+    assert exp is not None  # essential, and a NumericDate: the registry checked it
+    if max_validity is not None and exp - t > max_validity.total_seconds() + leeway:
         return (
             f"token is valid for {int((exp - t) // 86400)} more days, longer than the"
             f" {max_validity.days} days accepted (tls.max_jwt_validity_days)"
         )
-    for name in ("nbf", "iat"):
-        if name not in claims:
-            continue
-        value = _number(claims[name])
-        if value is None:
-            return f"token {name} is not a finite number"
-        if value - LEEWAY_SECONDS > t:
-            return f"token {name} is in the future"
-    if req.subject is not None and claims.get("sub") != req.subject:
-        return f"token subject {claims.get('sub')!r} is not {req.subject!r}"
     return None
 
 
 def check(
-    req: Requirement, claim: Claim | None, now: datetime, max_validity: timedelta | None = None
+    req: Requirement,
+    claim: Claim | None,
+    now: datetime,
+    max_validity: timedelta | None = None,
+    leeway: int = LEEWAY_SECONDS,
 ) -> str | None:
     """None if ``claim`` proves ``req`` at ``now``; otherwise why not (for logs and audit).
 
     ``max_validity``: a JWT whose ``exp`` lies further ahead than this is refused (a token
-    that practically never expires is a standing credential).
+    that practically never expires is a standing credential). ``leeway``: seconds of clock
+    disagreement allowed for ``exp``, ``nbf`` and ``iat`` (``tls.jwt_leeway_seconds``).
     """
     if claim is None:
         return f"no user identity sent; the device requires {describe(req)}"
@@ -146,9 +181,9 @@ def check(
         return f"user identity is {sent}; the device requires a JWT"
     try:
         token = claim.primary.decode("ascii").strip()
-        claims = crypto.verify_jws(token, crypto.load_jwt_key(req.public_key_pem))
+        claims = jws.verify(token, jws.load_issuer_key(req.public_key_pem))
     except UnicodeDecodeError:
         return "token is not ASCII"
     except (CryptoError, InvalidInputError) as e:
         return str(e)
-    return _claims_problem(claims, req, now, max_validity)
+    return _claims_problem(claims, req, now, max_validity, leeway)

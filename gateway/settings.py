@@ -97,6 +97,15 @@ class TlsSettings(_Section):
     max_jwt_validity_days: int = Field(
         366, ge=0, le=36500, description="refuse a JWT whose exp is further ahead; 0: no cap"
     )
+    jwt_leeway_seconds: int = Field(
+        60,
+        ge=0,
+        le=300,
+        description=(
+            "clock disagreement allowed for a JWT's exp, nbf and iat: a token expired less"
+            " than this long ago is still accepted (gateway/identity.py says why 60)"
+        ),
+    )
 
 
 class StoreSettings(_Section):
@@ -153,6 +162,46 @@ class PortalSettings(_Section):
     tls_key_file: Path | None = Field(None, description="PEM private key of the certificate")
     allow_plain_http: bool = Field(
         False, description="serve plain HTTP when no certificate is set (development only)"
+    )
+    # The connection guard in front of the app (portal/edge.py says why each exists).
+    max_connections: int = Field(
+        512,
+        ge=1,
+        le=65536,
+        description=(
+            "open connections in all (~0.3 MB each over TLS); when full, the oldest idle one"
+            " (in its handshake or awaiting headers) is closed for a newcomer"
+        ),
+    )
+    max_connections_per_address: int = Field(
+        32, ge=1, le=65536, description="open connections from one IPv4 address or IPv6 /64"
+    )
+    tls_handshake_timeout: float = Field(
+        10.0, gt=0, le=300, description="seconds a client has to finish the TLS handshake"
+    )
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description=(
+            "seconds for a request line and headers to arrive, from the handshake or the end"
+            " of the previous response; then 408 and close"
+        ),
+    )
+    keep_alive_timeout: int = Field(
+        5, ge=1, le=300, description="seconds an idle kept-alive connection stays open"
+    )
+    max_header_bytes: int = Field(
+        16384,
+        ge=1024,
+        le=1 << 20,
+        description="largest request line plus headers; larger gets 431",
+    )
+    hsts_max_age_seconds: int = Field(
+        31536000,
+        ge=0,
+        le=63072000,
+        description="Strict-Transport-Security max-age over HTTPS; 0: no HSTS header",
     )
 
     @field_validator("host")

@@ -1,5 +1,9 @@
 """Serving the portal app: uvicorn on its own thread, HTTPS unless explicitly told otherwise.
 
+uvicorn is given the socket as plain TCP and ``portal.edge.Gate`` as its protocol: the guard
+admits each connection (caps per address and in all), runs the TLS handshake under its
+deadline and hands the stream to uvicorn's h11 protocol with a deadline for request headers.
+
 The listening socket is bound here, on the caller's thread, so "port in use" is an ordinary
 OSError the CLI can explain; the TLS context is built here too, so a missing or mismatched
 certificate stops ``ztbridge up`` with the setting named instead of failing in a thread.
@@ -18,12 +22,14 @@ from pathlib import Path
 from typing import Literal
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from gateway.errors import ConfigError
 from gateway.pki import portal_certificate
 from gateway.service import Gateway
 from gateway.settings import Settings
 from portal.app import create_app
+from portal.edge import ConnectionTable, EdgeLimits, gate_class, release_memory
 
 log = logging.getLogger("ztbridge.portal")
 
@@ -74,19 +80,46 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
 
 
 HOUSEKEEPING_SECONDS = 10.0
+RELEASE_AFTER_CLOSED = 64  # connections closed since the last peak before memory is trimmed
+
+
+class _UvicornInvalidRequest(logging.Filter):
+    """uvicorn warns once per malformed request; the guard counts them and summarises."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Invalid HTTP request received."
+
+
+_QUIET = _UvicornInvalidRequest()
+
+
+def edge_limits(settings: Settings, ctx: ssl.SSLContext | None) -> EdgeLimits:
+    """The guard's limits from ``portal.*``."""
+    s = settings.portal
+    return EdgeLimits(
+        max_connections=s.max_connections,
+        max_per_address=s.max_connections_per_address,
+        handshake_timeout=s.tls_handshake_timeout,
+        header_timeout=s.header_timeout,
+        max_header_bytes=s.max_header_bytes,
+        hsts_max_age=s.hsts_max_age_seconds,
+        tls=ctx,
+    )
 
 
 class PortalServer:
     """The portal app under uvicorn, on a background thread."""
 
-    def __init__(self, gateway: Gateway, mode: Mode) -> None:
+    def __init__(self, gateway: Gateway, mode: Mode, app: ASGIApp | None = None) -> None:
         self.gateway = gateway
         self.mode = mode
+        self.app = app  # None: ``create_app(gateway)`` (tests pass one with routes of theirs)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
         self._housekeeping: threading.Thread | None = None
         self._stopping = threading.Event()
+        self.connections: ConnectionTable | None = None
 
     @property
     def url(self) -> str:
@@ -111,14 +144,20 @@ class PortalServer:
             sock.close()
             raise
         sock.set_inheritable(True)
+        table = ConnectionTable(s.max_connections, s.max_connections_per_address)
         config = uvicorn.Config(
-            create_app(self.gateway),
+            self.app if self.app is not None else create_app(self.gateway),
+            http=gate_class(table, edge_limits(self.gateway.settings, ctx)),
+            ws="none",  # the portal has no WebSocket route: no upgrade path to guard
+            timeout_keep_alive=s.keep_alive_timeout,
+            h11_max_incomplete_event_size=s.max_header_bytes,
             log_config=None,  # keep ztbridge's logging as configured
             access_log=False,  # each report is logged by the posture service itself
             server_header=False,
             lifespan="off",
-            ssl_context_factory=(lambda _config, _default: ctx) if ctx is not None else None,
         )
+        logging.getLogger("uvicorn.error").addFilter(_QUIET)
+        self.connections = table
         server = uvicorn.Server(config)
         thread = threading.Thread(
             target=server.run, kwargs={"sockets": [sock]}, name="portal", daemon=True
@@ -147,12 +186,31 @@ class PortalServer:
 
     def _summarise(self) -> None:
         """Refused posture posts are only counted as they come (gateway/posture/refusals.py);
-        their once-a-minute summary is written here too, so a flood that stops is reported."""
+        their once-a-minute summary is written here too, so a flood that stops is reported.
+        So are the connection guard's refusals and deadlines, and after a burst of
+        connections has closed the memory they held is handed back (``release_memory``)."""
         while not self._stopping.wait(HOUSEKEEPING_SECONDS):
             try:
                 self.gateway.posture.flush_refusals()
             except Exception:
                 log.exception("could not summarise refused posture reports")
+            self._summarise_connections()
+
+    def _summarise_connections(self) -> None:
+        table = self.connections
+        if table is None:
+            return
+        events = table.take_events()
+        if events:
+            log.warning(
+                "portal connections in the last %.0f s: %s (open now: %d)",
+                HOUSEKEEPING_SECONDS,
+                ", ".join(f"{what} x{n}" for what, n in sorted(events.items())),
+                table.total,
+            )
+        if table.peak - table.total >= RELEASE_AFTER_CLOSED:
+            table.peak = table.total
+            release_memory()
 
     def stop(self) -> None:
         """Ask uvicorn to finish open requests and exit; wait for its thread."""
@@ -167,4 +225,5 @@ class PortalServer:
             self._thread.join(timeout=15)
         if self._socket is not None:
             self._socket.close()
+        self._summarise_connections()
         self._server = self._thread = self._socket = None

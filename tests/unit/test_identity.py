@@ -5,14 +5,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway import crypto, identity
+from gateway import crypto, identity, jws
+from gateway.admission import AssociationFacts, decide
+from gateway.credentials import DeviceCredentials
+from gateway.devices import Device
+from gateway.errors import ConfigError, InvalidInputError
 from gateway.identity import Claim, JwtRequirement, PasscodeRequirement
+from gateway.settings import load_settings
 from tests.support.jwt_openssl import keypair, sign
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -131,10 +138,24 @@ def test_subject_is_checked_when_registered(issuer: dict[str, Any]) -> None:
 
 
 def test_issuer_key_kinds(tmp_path: Path) -> None:
-    _, pub = keypair(tmp_path, "ed25519")
-    assert crypto.load_jwt_key(pub.read_text()).alg == "EdDSA"
-    with pytest.raises(Exception, match="PEM public key"):
-        crypto.load_jwt_key("not a key")
+    private, pub = keypair(tmp_path, "ed25519")
+    assert jws.load_issuer_key(pub.read_text()).alg == "EdDSA"
+    _, ec_pub = keypair(tmp_path / "ec", "p256")
+    assert jws.load_issuer_key(ec_pub.read_text()).alg == "ES256"
+    for bad in ("not a key", private.read_text()):  # never a private key
+        with pytest.raises(InvalidInputError, match="PEM public key"):
+            jws.load_issuer_key(bad)
+    x25519 = tmp_path / "x25519.pem"
+    x25519.write_bytes(
+        subprocess.run(
+            "openssl genpkey -algorithm x25519 | openssl pkey -pubout",
+            shell=True,
+            capture_output=True,
+            check=True,
+        ).stdout
+    )
+    with pytest.raises(InvalidInputError, match=r"Ed25519 \(EdDSA\) or EC P-256"):
+        jws.load_issuer_key(x25519.read_text())
 
 
 def _alter_last(part: str) -> str:
@@ -273,3 +294,67 @@ def test_deep_json_is_refused_whatever_the_recursion_limit() -> None:
     )
     assert done.returncode == 0, (done.returncode, done.stderr[-500:])
     assert "refused: the body is not JSON: nested more than 32 deep" in done.stdout
+
+
+def _leeway_cases() -> list[tuple[str, int, dict[str, int], str | None]]:
+    """For each leeway: leeway-1 accepted, leeway+1 refused, for exp, nbf and iat alike, and
+    exactly at the leeway (exp: "on or after" is expired, RFC 7519 4.1.4; nbf/iat: not after)."""
+    cases: list[tuple[str, int, dict[str, int], str | None]] = []
+    for leeway in (0, 5, 60, 300):
+        exp, fut = "expired", "in the future"
+        cases += [
+            (f"L={leeway} exp L-1 ago", leeway, {"exp": T - leeway + 1}, None),
+            (f"L={leeway} exp L ago", leeway, {"exp": T - leeway}, exp),
+            (f"L={leeway} exp L+1 ago", leeway, {"exp": T - leeway - 1}, exp),
+            (f"L={leeway} nbf L-1 ahead", leeway, {"nbf": T + leeway - 1}, None),
+            (f"L={leeway} nbf L ahead", leeway, {"nbf": T + leeway}, None),
+            (f"L={leeway} nbf L+1 ahead", leeway, {"nbf": T + leeway + 1}, f"nbf is {fut}"),
+            (f"L={leeway} iat L-1 ahead", leeway, {"iat": T + leeway - 1}, None),
+            (f"L={leeway} iat L+1 ahead", leeway, {"iat": T + leeway + 1}, f"iat is {fut}"),
+        ]
+    return cases
+
+
+@pytest.mark.parametrize(("case", "leeway", "times", "problem"), _leeway_cases())
+def test_the_leeway_is_a_setting_with_exact_boundaries(
+    issuer: dict[str, Any], case: str, leeway: int, times: dict[str, int], problem: str | None
+) -> None:
+    """Issue #8 case 8: a token expired up to 59 s ago was accepted by an undocumented
+    leeway. It is ``tls.jwt_leeway_seconds`` now, and the clock is the caller's."""
+    private, req = issuer["ed"]
+    claims = {"iss": "https://idp.example", "aud": "ZTBRIDGE", "exp": T + 3600, **times}
+    found = identity.check(req, claim(5, sign(private, claims).encode()), NOW, leeway=leeway)
+    if problem is None:
+        assert found is None, (case, found)
+    else:
+        assert found is not None and problem in found, (case, found)
+
+
+def test_the_leeway_setting_reaches_admission(issuer: dict[str, Any]) -> None:
+    """``tls.jwt_leeway_seconds`` is what admission judges by (its default is documented)."""
+    settings = load_settings(home=Path("/nonexistent"))
+    assert settings.tls.jwt_leeway_seconds == identity.LEEWAY_SECONDS == 60
+    private, req = issuer["ed"]
+    token = sign(private, {"iss": req.issuer, "aud": req.audience, "exp": T - 30, "sub": "CT01"})
+    creds = DeviceCredentials(fingerprints=frozenset({"a" * 64}), identity=req)
+    facts = AssociationFacts(
+        "CT01",
+        "ZTBRIDGE",
+        "10.0.0.9",
+        "ZTBRIDGE",
+        Device(1, "CT01", "CT", (ip_network("10.0.0.0/24"),), True),
+        now=NOW,
+        transport="tls",
+        peer_certificate="a" * 64,
+        credentials=creds,
+        user_identity=claim(5, token.encode()),
+        jwt_leeway_seconds=settings.tls.jwt_leeway_seconds,
+    )
+    # The posture check fails (no posture given) after identity: only identity is asked here.
+    first = decide(facts)
+    assert first is None or first.check != "user-identity", first
+    refused = decide(replace(facts, jwt_leeway_seconds=10))
+    assert refused is not None and refused.check == "user-identity"
+    assert "expired" in refused.reason
+    with pytest.raises(ConfigError, match="jwt_leeway_seconds"):
+        load_settings(home=Path("/nonexistent"), tls={"jwt_leeway_seconds": 3600})
