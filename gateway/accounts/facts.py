@@ -66,7 +66,7 @@ def study_facts(db: Database, study_uid: str) -> StudyFacts | None:
             ).scalar()
         owner_id = _user_id_of(conn, owner) if owner else None
         if owner_id is None:
-            linked = linked_owner(conn, study_uid)
+            linked = linked_owner(conn, study_uid, registered=False)
             owner_id = linked.user_id if linked is not None else None
         grants = tuple(
             Grant(

@@ -94,8 +94,9 @@ class LinkedRecipients:
         ]
 
 
-def linked_owner(conn: Any, study_uid: str) -> LinkedOwner | None:
-    """The active, registered patient account linked to ``study_uid``'s patient, if any."""
+def linked_owner(conn: Any, study_uid: str, *, registered: bool = True) -> LinkedOwner | None:
+    """The active patient account linked to ``study_uid``'s patient, if any; ``registered``
+    (for anchoring): only once the registry knows it (``chain_state`` synced)."""
     found = conn.execute(
         select(studies.c.pid_blind, patients.c.patient_key)
         .join(patients, patients.c.id == studies.c.patient_ref)
@@ -110,7 +111,7 @@ def linked_owner(conn: Any, study_uid: str) -> LinkedOwner | None:
             patient_links.c.match_key.in_(["pid:" + found.pid_blind, "pkey:" + found.patient_key]),
             users.c.role == Role.PATIENT.value,
             users.c.suspended.is_(False),
-            users.c.chain_state == "synced",
+            users.c.chain_state.in_(["synced"] if registered else ["synced", "pending"]),
         )
         .order_by(patient_links.c.id)
     ).first()

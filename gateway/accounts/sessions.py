@@ -244,8 +244,13 @@ class Sessions:
                 .join(users, users.c.id == auth_sessions.c.user_id)
                 .where(auth_sessions.c.id_hash == h)
             ).first()
-        if row is None or row.ended_at is not None:
-            raise SessionError("not logged in (unknown or ended session)")
+        if row is None:
+            raise SessionError("not logged in (unknown session)")
+        if row.ended_at is not None:
+            rotated = row.ended_reason == "rotated"  # its family lives on under a new id
+            if not rotated and (row.kind != ACCESS or row.ended_reason != "expired"):
+                self.keyring.drop({row.family})  # ended elsewhere (another process, the CLI)
+            raise SessionError(f"not logged in (session ended: {row.ended_reason})")
         if kind is not None and row.kind != kind:
             raise SessionError(f"a {row.kind} id was given where a {kind} was expected")
         if row.used_at is not None and not allow_used:

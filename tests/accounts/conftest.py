@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,8 +45,17 @@ def clock() -> FixedClock:
     return FixedClock(datetime(2026, 12, 2, 12, 0, 0, tzinfo=UTC))
 
 
+@pytest.fixture(scope="session")
+def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An index at head, made once: each test copies it (the migrations cost ~1 s)."""
+    path = tmp_path_factory.mktemp("template") / "index.sqlite3"
+    Database(f"sqlite:///{path}").close()
+    return path
+
+
 @pytest.fixture
-def world(tmp_path: Path, clock: FixedClock) -> Iterator[World]:
+def world(tmp_path: Path, clock: FixedClock, migrated: Path) -> Iterator[World]:
+    shutil.copyfile(migrated, tmp_path / "index.sqlite3")
     db = Database(f"sqlite:///{tmp_path / 'index.sqlite3'}", IndexCipher(secrets.token_bytes(32)))
     settings = load_settings(home=tmp_path / "home", accounts=CHEAP)
     custodian = crypto.generate_keypair("x25519")
