@@ -215,6 +215,19 @@ class Accounts:
             rows = conn.execute(select(users).order_by(users.c.username)).all()
         return [_account(r) for r in rows]
 
+    def find_doctors(self, text: str) -> list[Account]:
+        """Active, enrolled doctor accounts whose name or username contains ``text`` (any
+        case): whom a patient can share with."""
+        needle = text.strip().lower()
+        return [
+            a
+            for a in self.all()
+            if a.role is Role.DOCTOR
+            and a.enrolled
+            and not a.suspended
+            and (needle in a.display_name.lower() or needle in a.username)
+        ]
+
     def link_url(self, token: str) -> str:
         """The enrollment page for ``token``."""
         base = self.settings.accounts.public_url or f"https://localhost:{self.settings.portal.port}"
