@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from gateway.access import Action, Facts, Grant, Principal, Role, StudyFacts
 from gateway.accounts.links import linked_owner
@@ -35,13 +35,10 @@ def principal(db: Database, view: SessionView) -> Principal:
 
 
 def _user_id_of(conn: Any, address: str) -> int | None:
-    row = conn.execute(select(users.c.id).where(users.c.eth_address == address)).first()
-    if row is None:  # addresses are stored checksummed; compare case-insensitively too
-        for r in conn.execute(select(users.c.id, users.c.eth_address)):
-            if r.eth_address.lower() == address.lower():
-                return int(r.id)
-        return None
-    return int(row.id)
+    row = conn.execute(
+        select(users.c.id).where(func.lower(users.c.eth_address) == address.lower())
+    ).first()
+    return None if row is None else int(row.id)
 
 
 def study_facts(db: Database, study_uid: str) -> StudyFacts | None:
@@ -85,3 +82,73 @@ def facts_for(
     who = principal(db, view) if view is not None else None
     study = study_facts(db, study_uid) if study_uid is not None else None
     return Facts(who, action, now, study)
+
+
+def visible_studies(db: Database, view: SessionView, now: datetime) -> list[str]:
+    """The Study UIDs a search may show the principal: a patient's own (transferred to,
+    anchored to, or linked by Patient ID), a doctor's live shares; nobody else sees any.
+
+    The same rule as ``decide`` for READ_METADATA, as a few set queries rather than one
+    decision per study, so a list of a thousand studies costs the same as one.
+    """
+    from gateway.index.models import patient_links, patients
+
+    who = principal(db, view)
+    if not who.active or not who.second_factor:
+        return []
+    with db.read() as conn:
+        if who.role is Role.DOCTOR:
+            rows = conn.execute(
+                select(shares.c.study_uid).where(
+                    shares.c.doctor_id == who.account_id,
+                    (shares.c.expires_at.is_(None)) | (shares.c.expires_at > now.isoformat()),
+                )
+            )
+            return sorted(r.study_uid for r in rows)
+        if who.role is not Role.PATIENT:
+            return []
+        address = conn.execute(
+            select(users.c.eth_address).where(users.c.id == who.account_id)
+        ).scalar_one()
+        found = {
+            r.study_uid
+            for r in conn.execute(
+                select(study_owners.c.study_uid).where(
+                    func.lower(study_owners.c.owner) == address.lower()
+                )
+            )
+        }
+        found |= {
+            r.study_uid
+            for r in conn.execute(
+                select(anchor_batches.c.study_uid).where(
+                    func.lower(anchor_batches.c.owner) == address.lower(),
+                    anchor_batches.c.state == ANCHORED,
+                )
+            )
+        }
+        keys = [
+            r.match_key
+            for r in conn.execute(
+                select(patient_links.c.match_key).where(patient_links.c.user_id == who.account_id)
+            )
+        ]
+        pids = [k[4:] for k in keys if k.startswith("pid:")]
+        pkeys = [k[5:] for k in keys if k.startswith("pkey:")]
+        if pids:
+            found |= {
+                r.study_uid
+                for r in conn.execute(
+                    select(studies.c.study_uid).where(studies.c.pid_blind.in_(pids))
+                )
+            }
+        if pkeys:
+            found |= {
+                r.study_uid
+                for r in conn.execute(
+                    select(studies.c.study_uid)
+                    .join(patients, patients.c.id == studies.c.patient_ref)
+                    .where(patients.c.patient_key.in_(pkeys))
+                )
+            }
+    return sorted(found)

@@ -16,7 +16,7 @@ funds accounts as that chain requires.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 
@@ -24,6 +24,7 @@ from gateway.access import Role
 from gateway.audit import AuditEvent, AuditLog
 from gateway.index.database import Database
 from gateway.index.models import users
+from gateway.ledger.errors import LedgerRevertError
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
@@ -51,51 +52,61 @@ def _ledger_role(role: Role) -> object:
 def sync_users(db: Database, ledger: Ledger, admin: LocalAccount, audit: AuditLog) -> int:
     """Send every pending account change to the registry; how many accounts were synced.
 
-    Raises the ledger's errors (the caller backs off and retries); what was synced stays so.
+    An account the registry refuses is logged and left pending (anchoring goes on); any
+    other ledger error is raised (the caller backs off and retries); what was synced stays.
     """
-    from gateway.ledger.embedded import EmbeddedChain
-
     with db.read() as conn:
         rows = conn.execute(
             select(users).where(users.c.chain_state == "pending").order_by(users.c.id)
         ).all()
     done = 0
     for row in rows:
-        address = row.eth_address
-        on_chain = ledger.user(address)
-        if on_chain.role is None:
-            if isinstance(ledger.chain, EmbeddedChain):
-                ledger.chain.fund(address, USER_FUNDING)
-            ledger.register_user(
-                admin,
-                address,
-                _ledger_role(Role(row.role)),  # type: ignore[arg-type]
-                bytes(row.hpke_public),
-            )
-            audit.record(
-                AuditEvent(
-                    "user.registered",
-                    "ztbridge",
-                    row.username,
-                    "ok",
-                    {"address": address, "role": row.role},
-                )
-            )
-            on_chain = ledger.user(address)
-        if bool(row.suspended) and not on_chain.suspended:
-            ledger.suspend_user(admin, address)
-        elif not row.suspended and on_chain.suspended:
-            ledger.reinstate_user(admin, address)
-        with db.write() as conn:  # only if nothing changed it meanwhile
-            conn.execute(
-                update(users)
-                .where(users.c.id == row.id, users.c.suspended == row.suspended)
-                .values(chain_state="synced")
-            )
+        try:
+            _sync_one(db, ledger, admin, audit, row)
+        except LedgerRevertError as e:  # this account only: anchoring must go on
+            log.error("registry refused account %s: %s (left pending)", row.username, e)
+            continue
         done += 1
     if done:
         log.info("registry: %d account change(s) synced", done)
     return done
+
+
+def _sync_one(db: Database, ledger: Ledger, admin: LocalAccount, audit: AuditLog, row: Any) -> None:
+    """Make the registry agree with one account row, then mark it synced."""
+    from gateway.ledger.embedded import EmbeddedChain
+
+    address = row.eth_address
+    on_chain = ledger.user(address)
+    if on_chain.role is None:
+        if isinstance(ledger.chain, EmbeddedChain):
+            ledger.chain.fund(address, USER_FUNDING)
+        ledger.register_user(
+            admin,
+            address,
+            _ledger_role(Role(row.role)),  # type: ignore[arg-type]
+            bytes(row.hpke_public),
+        )
+        audit.record(
+            AuditEvent(
+                "user.registered",
+                "ztbridge",
+                row.username,
+                "ok",
+                {"address": address, "role": row.role},
+            )
+        )
+        on_chain = ledger.user(address)
+    if bool(row.suspended) and not on_chain.suspended:
+        ledger.suspend_user(admin, address)
+    elif not row.suspended and on_chain.suspended:
+        ledger.reinstate_user(admin, address)
+    with db.write() as conn:  # only if nothing changed it meanwhile
+        conn.execute(
+            update(users)
+            .where(users.c.id == row.id, users.c.suspended == row.suspended)
+            .values(chain_state="synced")
+        )
 
 
 def sync_now(anchoring: Anchoring) -> bool:

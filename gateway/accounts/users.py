@@ -13,6 +13,7 @@ repeated failures per (account, address) and per address, never forever.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -420,9 +421,15 @@ class Accounts:
 
     def _refuse(self, username: str, address: str, why: str) -> AuthenticationError:
         self.throttle.failed(username, address, self._clock.now())
+        # An unknown "username" may be a password typed in the wrong field: never audit it.
+        subject = (
+            username
+            if why != "unknown-user"
+            else "unknown:" + hashlib.sha256(username.encode()).hexdigest()[:16]
+        )
         self._audit.record(
             AuditEvent(
-                "login.failed", f"address:{address}", username[:200], "denied", {"reason": why}
+                "login.failed", f"address:{address}", subject[:200], "denied", {"reason": why}
             )
         )
         return AuthenticationError()

@@ -14,7 +14,7 @@ from sqlalchemy import insert, select
 from gateway.access import Action, Visibility, decide
 from gateway.accounts import totp
 from gateway.accounts.errors import AccountExistsError
-from gateway.accounts.facts import facts_for, study_facts
+from gateway.accounts.facts import facts_for, study_facts, visible_studies
 from gateway.accounts.keyprovider import UserKeyProvider, key_provider
 from gateway.accounts.links import link_patient
 from gateway.accounts.sessions import SessionView
@@ -107,6 +107,9 @@ def test_linked_patients_open_their_own_studies_only(gw: Gateway, tmp_path: Path
         key_provider(gw.db, ann_view).study_key(_refs(gw, bobs)[0].key_id)
 
     now = gw.clock.now()
+    assert visible_studies(gw.db, ann_view, now) == sorted([earlier, later])
+    assert visible_studies(gw.db, bob_view, now) == []  # Bob's link names issuer SITE-B
+    assert visible_studies(gw.db, doc_view, now) == []
     assert decide(facts_for(gw.db, ann_view, Action.READ, later, now)).allowed
     denied = decide(facts_for(gw.db, bob_view, Action.READ, later, now))
     missing = decide(facts_for(gw.db, bob_view, Action.READ, "1.2.3.4.5.404", now))
@@ -124,6 +127,8 @@ def test_linked_patients_open_their_own_studies_only(gw: Gateway, tmp_path: Path
             granted_at=now.isoformat(), expires_at=(now + timedelta(days=1)).isoformat(),
         ))  # fmt: skip
     assert decide(facts_for(gw.db, doc_view, Action.READ, later, now)).allowed
+    assert visible_studies(gw.db, doc_view, now) == [later]
+    assert visible_studies(gw.db, doc_view, now + timedelta(days=2)) == []
     assert decide(facts_for(gw.db, doc_view, Action.SHARE, later, now)).status == 403
     assert not decide(
         facts_for(gw.db, doc_view, Action.READ, later, now + timedelta(days=2))

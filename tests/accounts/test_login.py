@@ -205,6 +205,8 @@ def test_secrets_are_never_in_the_audit_log(world: World) -> None:
     invitation = world.accounts.add("doc", "doctor", "", "t")
     with pytest.raises(AuthenticationError):
         world.accounts.login_password("pat", "a wrong guess!!", VICTIM)
+    with pytest.raises(AuthenticationError):  # a password typed into the username field
+        world.accounts.login_password("my-secret-typed-here", PASSWORD, VICTIM)
     text = "\n".join(f"{e.actor} {e.subject} {e.detail}" for e in world.audit.entries())
     for secret in (
         PASSWORD,

@@ -136,7 +136,7 @@ def announce_first_admin(gw: Gateway) -> None:
     elif not enrolled:
         err.print(
             "No administrator has enrolled yet. If the first enrollment link is lost, make a"
-            " new one: ZTBRIDGE_CUSTODIAN_PASSPHRASE=... ztbridge user recover admin",
+            " new one with the custodian passphrase set: ztbridge user recover admin",
             highlight=False,
         )
 
