@@ -225,8 +225,9 @@ class Ingestor:
         plain = inflate(raw, self._max_bytes) if ts in DEFLATED else raw
         layout = scan(plain, ts, WANTED)
         doc = read_indexed(plain, layout)
+        strings = first_strings(doc)
         ids = required_identifiers(
-            first_strings(doc),
+            strings,
             incoming.declared_sop_class,
             incoming.declared_sop_instance,
             self._require_patient_id,
@@ -253,7 +254,8 @@ class Ingestor:
         cid = pending.cid
         dataset_sha = digest.result()
         # Wrapped before the transaction: HPKE per recipient, only for a new study key.
-        linked = self._recipients.recipients_for(ids["PatientID"]) if key_is_new else ()
+        issuer = strings.get("IssuerOfPatientID", "")
+        linked = self._recipients.recipients_for(ids["PatientID"], issuer) if key_is_new else ()
         wraps = new_key_rows(key, linked, self._clock.now().isoformat()) if key_is_new else []
 
         instance_id: int | None = None  # our row, once inserted (registered as unsettled)

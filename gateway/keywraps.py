@@ -77,18 +77,20 @@ class RecipientDirectory(Protocol):
 
     The hook for linking a patient account to a Patient ID (the portal issue): called once per
     new study key, before the ingest transaction, with the study's Patient ID as received. It
-    must be fast and must not write (it runs on the C-STORE path). The default knows nobody.
+    must be fast and must not write (it runs on the C-STORE path). The default knows nobody;
+    ``gateway.accounts.links.LinkedRecipients`` is the real one.
     """
 
-    def recipients_for(self, patient_id: str) -> Sequence[Recipient]:
-        """The recipients (never the custodian) of keys of this patient's studies."""
+    def recipients_for(self, patient_id: str, issuer: str = "") -> Sequence[Recipient]:
+        """The recipients (never the custodian) of keys of this patient's studies
+        (``issuer``: the Issuer of Patient ID as received, empty if none)."""
         ...
 
 
 class NoRecipients:
     """The default directory: no patient is linked to any Patient ID yet."""
 
-    def recipients_for(self, patient_id: str) -> Sequence[Recipient]:
+    def recipients_for(self, patient_id: str, issuer: str = "") -> Sequence[Recipient]:
         """Nobody."""
         return ()
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
+from gateway.accounts.links import LinkedRecipients
 from gateway.anchoring.service import Anchoring
 from gateway.audit import AuditLog
 from gateway.clock import Clock, SystemClock
@@ -22,7 +24,7 @@ from gateway.index.database import Database
 from gateway.index.sealing import open_cipher
 from gateway.ingest import Ingestor
 from gateway.keys import CustodianPublic, StudyKeyCache, ensure_custodian
-from gateway.keywraps import NO_RECIPIENTS, RecipientDirectory
+from gateway.keywraps import RecipientDirectory
 from gateway.ledger.accounts import GatewayAccounts, ensure_accounts
 from gateway.posture.policy import PolicySet, load_policies
 from gateway.posture.service import PostureService
@@ -30,6 +32,10 @@ from gateway.settings import Settings
 from gateway.settling import Settling, recover
 from gateway.store.base import ContentStore
 from gateway.store.blockstore import PackBlockStore
+
+if TYPE_CHECKING:
+    from gateway.accounts.links import PatientLinks
+    from gateway.accounts.users import Accounts
 
 log = logging.getLogger("ztbridge")
 
@@ -69,6 +75,20 @@ class Gateway:
     accounts: GatewayAccounts | None = field(default=None, repr=False)
     anchoring: Anchoring | None = None
 
+    @cached_property
+    def users(self) -> Accounts:
+        """The account service (one per process: it holds the sessions' unlocked keys)."""
+        from gateway.accounts.users import Accounts
+
+        return Accounts(self.db, self.audit, self.clock, self.settings, self.custodian)
+
+    @cached_property
+    def patient_links(self) -> PatientLinks:
+        """Patient accounts to DICOM Patient IDs."""
+        from gateway.accounts.links import PatientLinks
+
+        return PatientLinks(self.db, self.audit, self.clock)
+
     @property
     def keys_dir(self) -> Path:
         """Where key files live."""
@@ -97,12 +117,12 @@ def open_gateway(
     settings: Settings,
     clock: Clock | None = None,
     store_access: StoreAccess = "write",
-    recipients: RecipientDirectory = NO_RECIPIENTS,
+    recipients: RecipientDirectory | None = None,
 ) -> Gateway:
     """Create the home folder and keys on first use, then open every part.
 
-    ``recipients``: who besides the custodian gets a wrap of each new study key (the patient
-    linked to a Patient ID; the portal supplies it, the default links nobody).
+    ``recipients``: who besides the custodian gets a wrap of each new study key; by default
+    the patient accounts linked to the study's Patient ID (``accounts.links``).
     """
     clock = clock or SystemClock()
     home = settings.home
@@ -150,7 +170,7 @@ def open_gateway(
         audit,
         clock,
         settings.ingest.max_instance_mb << 20,
-        recipients,
+        recipients if recipients is not None else LinkedRecipients(db),
         require_patient_id=settings.ingest.require_patient_id,
         settling=settling,
     )

@@ -263,6 +263,57 @@ class LedgerSettings(_Section):
         return v
 
 
+class AccountsSettings(_Section):
+    """Patient, doctor and staff accounts (gateway/accounts/): passwords, TOTP, enrollment."""
+
+    public_url: str = Field(
+        "",
+        description=(
+            "the portal's address as users reach it, for enrollment links"
+            " (<public_url>/enroll/<token>); empty: https://localhost:<portal.port>"
+        ),
+    )
+    enrollment_hours: float = Field(24.0, gt=0, le=24 * 30, description="an enrollment link's life")
+    password_min_length: int = Field(12, ge=12, le=128)
+    # OWASP Password Storage Cheat Sheet: argon2id, m=19 MiB, t=2, p=1 (its first choice).
+    argon2_memory_kib: int = Field(19456, ge=8, le=4 * 1024 * 1024)
+    argon2_time_cost: int = Field(2, ge=1, le=100)
+    argon2_parallelism: int = Field(1, ge=1, le=64)
+    totp_issuer: str = Field("ztbridge", min_length=1, max_length=64)
+    totp_valid_window: int = Field(1, ge=0, le=2, description="time steps accepted either side")
+    throttle_free_failures: int = Field(
+        3, ge=1, le=100, description="failed logins (per account and address) before any delay"
+    )
+    throttle_base_seconds: float = Field(1.0, gt=0, le=3600)
+    throttle_max_seconds: float = Field(
+        300.0, gt=0, le=86400, description="the delay's cap: never a permanent lockout"
+    )
+    throttle_address_free_failures: int = Field(
+        20, ge=1, le=10000, description="failed logins from one address (any account) before delay"
+    )
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, v: str) -> str:
+        if v and not v.startswith(("https://", "http://")):
+            raise ValueError("an https:// URL (or empty)")
+        return v.rstrip("/")
+
+
+class SessionSettings(_Section):
+    """Browser sessions and API tokens (server-side; gateway/accounts/sessions.py)."""
+
+    idle_minutes: float = Field(15.0, gt=0, le=24 * 60)
+    absolute_hours: float = Field(8.0, gt=0, le=24 * 30)
+    second_factor_minutes: float = Field(
+        5.0, gt=0, le=60, description="time between the password and the TOTP code"
+    )
+    access_token_minutes: float = Field(5.0, gt=0, le=60)
+    refresh_token_hours: float = Field(
+        8.0, gt=0, le=24 * 30, description="a refresh-token family's absolute life"
+    )
+
+
 class Settings(BaseSettings):
     """Everything ztbridge can be told. See config/ztbridge.example.toml for each key."""
 
@@ -287,6 +338,8 @@ class Settings(BaseSettings):
     portal: PortalSettings = PortalSettings()
     posture: PostureSettings = PostureSettings()
     ledger: LedgerSettings = LedgerSettings()
+    accounts: AccountsSettings = AccountsSettings()
+    sessions: SessionSettings = SessionSettings()
 
     @classmethod
     def settings_customise_sources(

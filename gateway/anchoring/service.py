@@ -109,15 +109,23 @@ class Anchoring:
 
         The patient the study was transferred to (``study_owners``, written by
         ``gateway.anchoring.transfer``): later batches are sealed and anchored to the patient
-        directly. Otherwise the custodian.
+        directly. Else the patient account linked to the study's Patient ID, once the
+        registry knows it as an active patient (``gateway.accounts.links``). Otherwise the
+        custodian.
         """
         with self.db.read() as conn:
             row = conn.execute(
                 select(study_owners).where(study_owners.c.study_uid == study_uid)
             ).first()
-        if row is None:
+        if row is not None:
+            return RecordOwner(row.owner, bytes(row.public_key), row.kem, row.recipient)
+        from gateway.accounts.links import linked_owner
+
+        with self.db.read() as conn:  # a study that arrived after its patient was linked
+            linked = linked_owner(conn, study_uid)
+        if linked is None:
             return self.custodian_owner()
-        return RecordOwner(row.owner, bytes(row.public_key), row.kem, row.recipient)
+        return RecordOwner(linked.address, linked.public, linked.kem, linked.recipient)
 
     def study_id(self, study_uid: str) -> bytes:
         """The study's opaque on-chain id (grants and ownership are per study)."""
@@ -209,6 +217,10 @@ class Anchoring:
         Stops at the first chain error, which propagates (the caller backs off); the row
         keeps its attempt count and the reason.
         """
+        from gateway.accounts.onchain import sync_users
+
+        # Accounts first: a record can be anchored to a patient only once registered.
+        sync_users(self.db, session.ledger, self.accounts.admin, self.audit)
         sender = self.accounts.sender
         deployment = session.deployment.id
         batches = 0

@@ -384,3 +384,119 @@ audit_anchors = Table(
     Column("anchored_at", String(40), nullable=True),
     UniqueConstraint("deployment_id", "from_seq", name="uq_audit_anchor_range"),
 )
+
+# --- accounts (gateway/accounts/, revision 6) ---------------------------------------------
+# Patient, doctor and staff accounts. Secrets are never stored in clear: the password as an
+# argon2id PHC string, the TOTP secret sealed under the index key, the private keys sealed
+# under a key derived from the password (``keys_sealed``) and escrowed to the custodian's
+# HPKE key (``keys_escrow``). ``chain_state``: "pending" until the registry mirrors the row
+# (addUser, suspendUser, reinstateUser), then "synced"; "none" for roles the contract lacks.
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),
+    Column("display_name", String(200), nullable=False),
+    Column("suspended", Boolean, nullable=False),
+    Column("eth_address", String(42), nullable=False, unique=True),
+    Column("hpke_kem", String(32), nullable=False),
+    Column("hpke_public", LargeBinary, nullable=False),
+    Column("keys_escrow", LargeBinary, nullable=False),
+    Column("keys_sealed", LargeBinary, nullable=True),
+    Column("password_hash", Text, nullable=True),
+    Column("totp_secret_sealed", LargeBinary, nullable=True),
+    # The last TOTP time step accepted (RFC 6238 5.2); -1: none yet.
+    Column("totp_last_step", BigInteger, nullable=False),
+    Column("chain_state", String(16), nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("enrolled_at", String(40), nullable=True),
+    sqlite_autoincrement=True,
+)
+
+# Ten single-use codes per enrollment, SHA-256 of each (they are random, 80 bits).
+recovery_codes = Table(
+    "recovery_codes",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("used_at", String(40), nullable=True),
+)
+Index("ix_recovery_codes_user", recovery_codes.c.user_id)
+
+# One-time enrollment (and recovery) links: the token's SHA-256, and the account's private
+# keys sealed under a key derived from the token itself until a password replaces it.
+enrollment_tokens = Table(
+    "enrollment_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("purpose", String(16), nullable=False),
+    Column("keys_sealed", LargeBinary, nullable=False),
+    Column("totp_secret_sealed", LargeBinary, nullable=True),
+    Column("created_at", String(40), nullable=False),
+    Column("expires_at", String(40), nullable=False),
+    Column("used_at", String(40), nullable=True),
+)
+Index("ix_enrollment_tokens_user", enrollment_tokens.c.user_id)
+
+# Browser sessions, access tokens and refresh tokens: the SHA-256 of the opaque id only.
+# ``family`` ties a login's rotations together (one refresh-token family, or one browser
+# session across its id rotations); ending a family ends every row of it.
+auth_sessions = Table(
+    "auth_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("family", String(64), nullable=False),
+    Column("stage", String(16), nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("last_seen_at", String(40), nullable=False),
+    Column("expires_at", String(40), nullable=False),
+    Column("used_at", String(40), nullable=True),
+    Column("ended_at", String(40), nullable=True),
+    Column("ended_reason", String(32), nullable=True),
+)
+Index("ix_auth_sessions_user", auth_sessions.c.user_id)
+Index("ix_auth_sessions_family", auth_sessions.c.family)
+
+# Failed logins per (account, address) and per address, for the capped exponential delay.
+login_throttle = Table(
+    "login_throttle",
+    metadata,
+    Column("key", String(160), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("last_failure_at", String(40), nullable=False),
+)
+
+# A patient account tied to a DICOM Patient ID (with its issuer, or any issuer). The Patient
+# ID is sealed; ``match_key`` ("pkey:" + the patients.patient_key blind, or "pid:" + the
+# Patient ID blind when no issuer is given) keeps one identity to one account.
+patient_links = Table(
+    "patient_links",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("match_key", String(80), nullable=False, unique=True),
+    Column("pid_blind", String(64), nullable=False),
+    Column("patient_id_sealed", LargeBinary, nullable=False),
+    Column("issuer_sealed", LargeBinary, nullable=True),
+    Column("created_at", String(40), nullable=False),
+)
+Index("ix_patient_links_pid", patient_links.c.pid_blind)
+Index("ix_patient_links_user", patient_links.c.user_id)
+
+# A patient's share of a study with a doctor, mirrored from the registry's grant/revoke.
+shares = Table(
+    "shares",
+    metadata,
+    Column("study_uid", UID, ForeignKey("studies.study_uid"), primary_key=True),
+    Column("doctor_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("patient_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("granted_at", String(40), nullable=False),
+    Column("expires_at", String(40), nullable=True),
+    Column("tx_hash", String(66), nullable=True),
+)
+Index("ix_shares_doctor", shares.c.doctor_id)

@@ -35,6 +35,8 @@ GROUPS: list[tuple[str, str]] = [
     ("study", "ztbridge.cli.study:app"),
     ("studies", "ztbridge.cli.studies:studies_app"),
     ("db", "ztbridge.cli.db:db_app"),
+    ("user", "ztbridge.cli.user:app"),
+    ("patient", "ztbridge.cli.patient:app"),
 ]
 
 

@@ -52,6 +52,7 @@ def _pid(marker: UpMarker) -> str:
 def _serve(gw: Gateway, home: Path, marker: UpMarker) -> None:
     s = gw.settings
     announce_passphrase(gw)
+    announce_first_admin(gw)
     # Handlers go in before anything listens, and only set a flag: a handler that touched a
     # lock (Event.set) could deadlock against the main thread holding that same lock.
     stopping: list[int] = []
@@ -115,6 +116,29 @@ def _serve(gw: Gateway, home: Path, marker: UpMarker) -> None:
         gw.close()
         log.info("ztbridge stopped")
     raise typer.Exit(0)
+
+
+def announce_first_admin(gw: Gateway) -> None:
+    """On a fresh home, the first admin's one-time enrollment link (printed once); while
+    that admin has not enrolled, how to get a new link."""
+    try:
+        invitation = gw.users.first_admin_link("ztbridge up")
+        enrolled = gw.users.admin_enrolled()
+    except ZtbridgeError as e:
+        gw.close()
+        raise fail(str(e)) from None
+    if invitation is not None:
+        err.print(
+            "\nThe first administrator enrolls with this one-time link (shown only now;"
+            f" valid until {invitation.expires_at}):\n\n    {invitation.url}\n",
+            highlight=False,
+        )
+    elif not enrolled:
+        err.print(
+            "No administrator has enrolled yet. If the first enrollment link is lost, make a"
+            " new one with the custodian passphrase set: ztbridge user recover admin",
+            highlight=False,
+        )
 
 
 def start_portal(gw: Gateway) -> PortalServer | None:
