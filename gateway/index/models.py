@@ -385,7 +385,7 @@ audit_anchors = Table(
     UniqueConstraint("deployment_id", "from_seq", name="uq_audit_anchor_range"),
 )
 
-# --- accounts (gateway/accounts/, revision 6) ---------------------------------------------
+# --- accounts (gateway/accounts/, revision 7) ---------------------------------------------
 # Patient, doctor and staff accounts. Secrets are never stored in clear: the password as an
 # argon2id PHC string, the TOTP secret sealed under the index key, the private keys sealed
 # under a key derived from the password (``keys_sealed``) and escrowed to the custodian's
