@@ -16,6 +16,7 @@ from typing import Literal
 from gateway.anchoring.service import Anchoring
 from gateway.audit import AuditLog
 from gateway.clock import Clock, SystemClock
+from gateway.deflated import InflateLimits
 from gateway.devices import DeviceRegistry
 from gateway.errors import ConfigError, StorageError, StoreLockedError
 from gateway.index.database import Database
@@ -143,6 +144,10 @@ def open_gateway(
         settings.ingest.max_instance_mb << 20,
         recipients,
         require_patient_id=settings.ingest.require_patient_id,
+        inflate_limits=InflateLimits(
+            max_inflated_bytes=settings.ingest.max_inflated_mb << 20,
+            max_ratio=settings.ingest.max_inflate_ratio,
+        ),
     )
     devices = DeviceRegistry(db, audit, clock)
     anchoring = None
