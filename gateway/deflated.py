@@ -8,7 +8,7 @@ header object need only the elements before the cut (``gateway.header``). So thi
 inflates chunk by chunk (``zlib.decompressobj`` with ``max_length``), keeps the top-level
 elements the header object keeps, and walks every other byte only to check it: element
 tags ascending, lengths tiling the stream exactly, encapsulated fragments well formed, the
-deflate stream complete. What it holds is a chunk of inflated output plus the header.
+deflate stream ended. What it holds is a chunk of inflated output plus the header.
 
 Limits (``InflateLimits``, settings ``ingest.max_inflated_mb`` and
 ``ingest.max_inflate_ratio``): the inflated size, and its ratio to the deflated size once past
@@ -144,14 +144,12 @@ class _Inflater:
             )
 
     def _finish(self) -> None:
-        """The input is used up: the deflate stream must have ended, with nothing after it
-        but the single NUL that pads an odd-length stream (PS3.5 A.5)."""
+        """The input is used up: the deflate stream must have ended. Bytes after its end are
+        not part of the data set and are tolerated, as readers do (pydicom's own sample
+        carries a gzip trailer there); they are stored with the rest, as received."""
         self._done = True
         if not self._d.eof:
             raise _refuse("deflated data set is truncated (the deflate stream does not end)")
-        rest = self._d.unused_data + bytes(self._src[self._fed :])
-        if rest not in (b"", b"\0"):
-            raise _refuse(f"{len(rest)} bytes follow the end of the deflated data set")
 
     def available(self) -> int:
         return len(self._buf) - self._off
