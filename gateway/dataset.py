@@ -431,6 +431,16 @@ def split_part10(content: bytes) -> Part10:
         # pydicom's advice to the programmer ("Use force=True ...") is no help to an admin.
         detail = str(e).split(" Use force=True")[0]
         raise _refuse(f"file meta information does not decode: {detail}") from e
+    declared = meta.get("FileMetaInformationGroupLength")
+    if isinstance(declared, int) and fp.tell() > 144 + declared:
+        # pydicom reads group 0002 up to the first other group: elements past the declared
+        # end of the meta group are the data set's own (see refuse_file_meta).
+        raise _refuse(
+            f"group 0002 elements run for {fp.tell() - 144} bytes past the preamble, but the"
+            f" file meta group length says {declared}: the data set holds File Meta"
+            " Information elements of its own (or the length is wrong); fix the file at its"
+            " source"
+        )
     ts = meta.get("TransferSyntaxUID")
     if not ts:
         raise _refuse("file meta information has no Transfer Syntax UID")

@@ -29,7 +29,7 @@ from tests.hostile._datasets import (
     verified,
     write_part10,
 )
-from tests.support.gateway_proc import GatewayProcess, running
+from tests.support.gateway_proc import GatewayProcess, make_gateway, running
 
 pytestmark = pytest.mark.integration
 CANNOT_UNDERSTAND = 0xC000
@@ -82,3 +82,16 @@ def test_refused_and_the_valid_instances_around_it_export_byte_exact(
     }
     # The gateway goes on: a real modality's push right after succeeds.
     verified(gw)
+
+
+def test_import_of_such_a_file_is_refused_with_the_reason(tmp_path: Path) -> None:
+    gw = make_gateway(tmp_path)  # import writes the data folder itself: no `up` running
+    item = meta_in_dataset()
+    media = tmp_path / "media"
+    media.mkdir()
+    write_part10(item, media / "hostile.dcm")
+    result = gw.cli("import", str(media), check=False)
+    output = result.stdout + result.stderr
+    assert "0 stored" in result.stdout and "1 refused" in result.stdout, output
+    assert "group 0002" in output, output
+    assert pixel_flags(gw) == {}

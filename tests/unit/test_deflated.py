@@ -15,7 +15,14 @@ from gateway.dataset import inflate, refuse_file_meta, scan, split_part10
 from gateway.deflated import RATIO_FLOOR, InflateLimits, inflate_checked
 from gateway.errors import DatasetRefusedError
 from gateway.header import header_parts
-from tests.hostile._datasets import ct, deflate_bomb, encode, meta_in_dataset, pixel_element
+from tests.hostile._datasets import (
+    ct,
+    deflate_bomb,
+    encode,
+    meta_in_dataset,
+    pixel_element,
+    write_part10,
+)
 from tests.support.dicomgen import compressed_testdata, make_ct_series, make_multiframe
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -177,3 +184,12 @@ def test_a_data_set_without_group_0002_passes(tmp_path: Path) -> None:
             refuse_file_meta(part.dataset, part.transfer_syntax)
     refuse_file_meta(b"\x00\x00\x02\x01UI\x04\x001.2\x00" + encode(ct()), EXPLICIT_LE)
     refuse_file_meta(pixel_element(0), EXPLICIT_LE)
+
+
+def test_a_part10_file_whose_data_set_holds_group_0002_is_refused(tmp_path: Path) -> None:
+    # ``ztbridge import``: pydicom would read the data set's group 0002 as the file's own.
+    item = meta_in_dataset()
+    content = write_part10(item, tmp_path / "x.dcm").read_bytes()
+    with pytest.raises(DatasetRefusedError) as info:
+        split_part10(content)
+    assert (info.value.status, "group 0002" in info.value.reason) == (0xC000, True)
