@@ -17,7 +17,8 @@ STATUS_SUCCESS: Final = 0x0000
 STATUS_PROCESSING_FAILURE: Final = 0x0110
 
 #: PS3.4 B.2.3: Refused, Out of Resources (A700-A7FF). We send it for an instance over the
-#: size limit and for one whose file cannot be read: the sender may try again later.
+#: size limit and for one whose file cannot be read: the sender may try again later; and for
+#: a deflated data set that inflates past ingest.max_inflated_mb or max_inflate_ratio.
 STATUS_OUT_OF_RESOURCES: Final = 0xA700
 
 #: PS3.4 B.2.3: Error, Data Set does not match SOP Class (A900-A9FF). We send it for an
