@@ -121,7 +121,7 @@ class MessageAssembly:
                 one = primitive
             else:
                 one = P_DATA()
-                one.presentation_data_value_list = [(context_id, data)]
+                one.presentation_data_value_list = [[context_id, data]]  # type: ignore[list-item]
             try:
                 done = bool(self.message.decode_msg(one, assoc))
             except _BAD_VALUE as e:
