@@ -20,7 +20,7 @@ import struct
 from collections.abc import Container
 from typing import Any
 
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE, P_DATA
@@ -44,6 +44,7 @@ _BAD_VALUE = (
     OverflowError,
     NotImplementedError,
     InvalidDicomError,
+    BytesLengthException,  # found by tests/fuzz/fuzz_pdu.py: an odd-length US in a command
 )
 _MAX_QUOTED = 200  # characters of a library's message kept in a log line or audit event
 

@@ -8,6 +8,7 @@ Raw sockets throughout: pynetdicom and DCMTK refuse to send any of this.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 
 import pytest
@@ -103,6 +104,7 @@ def test_associate_ac_and_rj_sent_to_the_acceptor(hg: HostileGateway) -> None:
         _refused_once(hg, mark, "unexpected-pdu")
 
 
+ODD_COMMAND_FIELD = struct.pack("<HHI", 0x0000, 0x0100, 3) + b"\x30\x00\x00"  # US of 3 bytes
 # Each: what the peer sends inside an established association, and the check it breaks.
 BROKEN_DIMSE = {
     "data set with no command": (p_data(pdv(1, DATA_LAST, b"\x08\x00\x18\x00")), "pdv-order"),
@@ -122,6 +124,10 @@ BROKEN_DIMSE = {
     ),
     "unknown command field": (
         p_data(pdv(1, COMMAND_LAST, command_set(ui(0x0002, VERIFICATION), us(0x0100, 0x1234)))),
+        "dimse-command",
+    ),
+    "odd-length command field": (  # found by tests/fuzz/fuzz_pdu.py
+        p_data(pdv(1, COMMAND_LAST, command_set(ui(0x0002, VERIFICATION), ODD_COMMAND_FIELD))),
         "dimse-command",
     ),
     "command with no command field": (
