@@ -50,6 +50,12 @@ def rss(g: GatewayProcess) -> int:
     return int(psutil.Process(g.proc.pid).memory_info().rss)
 
 
+def threads(g: GatewayProcess) -> int:
+    """The gateway process's thread count."""
+    assert g.proc is not None
+    return int(psutil.Process(g.proc.pid).num_threads())
+
+
 def still_open(s: socket.socket) -> bool:
     """Whether the gateway still holds this association (no A-ABORT or close received)."""
     readable, _, _ = select.select([s], [], [], 0)
@@ -66,7 +72,8 @@ class HostileGateway:
     gw: GatewayProcess
     tmp: Path
     tls_port: int | None = None
-    baseline_rss: int = 0  # a module's warmed-up figure, for its memory bound
+    baseline_rss: int = 0  # a module's warmed-up figures, for its bounds
+    baseline_threads: int = 0
     #: One study for every instance the checks store: ``read_back`` exports each study with
     #: a CLI call (seconds of start-up each), so tests add theirs to this one too.
     study_uid: str = field(default_factory=generate_uid)

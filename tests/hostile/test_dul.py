@@ -9,6 +9,7 @@ Raw sockets throughout: pynetdicom and DCMTK refuse to send any of this.
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -25,6 +26,7 @@ from tests.hostile.harness import (
     abort_reason,
     hostile_gateway,
     rss,
+    threads,
 )
 from tests.support.rawdicom import (
     COMMAND_LAST,
@@ -63,6 +65,7 @@ def hg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileGateway]:
     with hostile_gateway(tmp, tls=True, ZTBRIDGE_DICOM__ACSE_TIMEOUT="30") as g:
         g.alive()  # warm up before any baseline
         g.baseline_rss = rss(g.gw)
+        g.baseline_threads = threads(g.gw)
         yield g
 
 
@@ -230,3 +233,9 @@ def test_memory_bounded_and_everything_acknowledged_reads_back(hg: HostileGatewa
     assert growth < RSS_GROWTH_LIMIT
     assert len(hg.acknowledged) > 20
     hg.read_back()
+    # No thread outlives its connection (an invalid request's thread once waited for the
+    # ARTIM timer): back to the warmed-up count once the last association has wound down.
+    deadline = time.monotonic() + 30
+    while threads(hg.gw) > hg.baseline_threads and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert threads(hg.gw) <= hg.baseline_threads
