@@ -220,11 +220,13 @@ def test_sop_class_must_match_its_presentation_context(hg: HostileGateway) -> No
 
 def test_an_echo_on_a_storage_context_is_refused(hg: HostileGateway) -> None:
     with hg.established() as s:
+        mark = hg.mark()
         s.sendall(dimse(3, c_echo_rq()))
         answer = read_pdu(s, PROMPT)
         assert dimse_status(answer) == SOP_CLASS_NOT_SUPPORTED, answer
         s.sendall(dimse(1, c_echo_rq(2)))  # on its own context: fine
         assert dimse_status(read_pdu(s, PROMPT)) == 0x0000
+    assert "refused (0x0122): Affected SOP Class UID 1.2.840.10008.1.1" in hg.clean_since(mark)
 
 
 def test_memory_bounded_and_everything_acknowledged_reads_back(hg: HostileGateway) -> None:
