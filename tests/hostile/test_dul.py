@@ -8,6 +8,7 @@ Raw sockets throughout: pynetdicom and DCMTK refuse to send any of this.
 
 from __future__ import annotations
 
+import re
 import struct
 import time
 from collections.abc import Iterator
@@ -75,6 +76,8 @@ def _refused_once(hg: HostileGateway, mark: int, check: str) -> None:
     text = hg.clean_since(mark)
     lines = [line for line in text.splitlines() if f"refused ({check})" in line]
     assert len(lines) == 1, text[-3000:]
+    loud = [line for line in text.splitlines() if re.match(r"\S+ \S+ (WARNING|ERROR)", line)]
+    assert loud == lines, loud  # nothing else said about it (pydicom repeated it 3 times)
 
 
 def _rq(ids: list[int], calling: str = HOSTILE) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import logging
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -55,6 +56,14 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(level=level, handlers=[handler], force=True)
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     log_thread_deaths(logging.getLogger("ztbridge"))
+    # Python's warnings go through the same formatter, not raw to stderr. pydicom warns (and
+    # logs, three times over) about each bad value it is handed, and pynetdicom's validators
+    # log the error they then raise: for a peer's bytes, ztbridge's own refusal line says it
+    # once, and a peer must not be able to write several lines per element it sends.
+    logging.captureWarnings(True)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom\.")
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    logging.getLogger("pynetdicom.utils").setLevel(logging.CRITICAL)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
