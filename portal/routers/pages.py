@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from gateway.access import Role
 from portal import library
-from portal.deps import GatewayDep, PageCallerDep
+from portal.deps import Caller, GatewayDep, PageCallerDep
 from portal.problems import ProblemError
 from portal.routers.auth import home_of
 from portal.templating import render
@@ -25,12 +25,12 @@ from portal.templating import render
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
 
-def _not_found(request: Request, me: object) -> HTMLResponse:
+def _not_found(request: Request, me: Caller) -> HTMLResponse:
     return render(
         request,
         "message.html",
         {"title": "Not found", "text": "There is no such study."},
-        me=me,  # type: ignore[arg-type]
+        me=me,
         status=404,
     )
 
