@@ -16,7 +16,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from gateway.access import Role
-from gateway.accounts.errors import AuthenticationError, EnrollmentError, ThrottledError
+from gateway.accounts.errors import (
+    AuthenticationError,
+    EnrollmentError,
+    SessionError,
+    ThrottledError,
+)
 from gateway.errors import InvalidInputError
 from portal.csrf import COOKIE, clear_cookie, ensure_cookie, set_cookie
 from portal.deps import ClientAddress, GatewayDep
@@ -115,7 +120,7 @@ async def logout(request: Request, gw: GatewayDep) -> Response:
         try:
             view = await run_in_threadpool(gw.users.sessions.check, session, touch=False)
             actor = view.username
-        except Exception:
+        except SessionError:  # already over (or only the login page's anonymous cookie)
             actor = "anonymous"
         await run_in_threadpool(gw.users.logout, session, actor)
     response = _see_other("/login")

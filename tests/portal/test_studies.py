@@ -137,7 +137,11 @@ def test_share_then_revoke(portal: Portal) -> None:
     )
     assert r.status_code == 303
     assert doc.get(f"/api/studies/{uid}").status_code == 404
-    assert ann.put(f"/api/studies/{uid}/shares/bob", headers=hdr).status_code == 404
+    assert ann.put(f"/api/studies/{uid}/shares/bob", headers=hdr).status_code == 404  # no doctor
+    past = ann.put(f"/api/studies/{uid}/shares/drlee", json={"expires": "2020-01-01"}, headers=hdr)
+    assert past.status_code == 400 and "past" in past.json()["detail"]
+    bad = ann.put(f"/api/studies/{uid}/shares/drlee", json={"expires": "soon"}, headers=hdr)
+    assert bad.status_code == 400
 
 
 def test_admin_adds_a_user_who_enrolls(portal: Portal) -> None:
