@@ -23,7 +23,7 @@ router = APIRouter(prefix="/admin", tags=["pages"], include_in_schema=False)
 
 
 @router.get("", response_class=HTMLResponse)
-def admin_page(request: Request, me: PageCallerDep, gw: GatewayDep) -> HTMLResponse:
+def admin_page(request: Request, me: PageCallerDep, gw: GatewayDep) -> Response:
     """Users, devices and Patient ID links."""
     authorize(gw, me, Action.MANAGE_ACCOUNTS)
     accounts = gw.users.all()
@@ -54,7 +54,7 @@ async def add_user(
     username: Annotated[str, Form(max_length=64)],
     role: Annotated[str, Form(max_length=20)],
     name: Annotated[str, Form(max_length=200)] = "",
-) -> HTMLResponse:
+) -> Response:
     """A new account; its one-time enrollment link is shown on the page (once)."""
     authorize(gw, me, Action.MANAGE_ACCOUNTS)
     invitation = await run_in_threadpool(gw.users.add, username, role, name, me.username)

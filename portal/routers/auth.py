@@ -41,7 +41,7 @@ def _see_other(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
 
-def _with_cookie(request: Request, name: str, ctx: dict[str, object]) -> HTMLResponse:
+def _with_cookie(request: Request, name: str, ctx: dict[str, object]) -> Response:
     """A form page, with the anonymous cookie its CSRF token is bound to."""
     probe = Response()
     cookie = ensure_cookie(request, probe)
@@ -53,7 +53,7 @@ def _with_cookie(request: Request, name: str, ctx: dict[str, object]) -> HTMLRes
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_page(request: Request) -> HTMLResponse:
+def login_page(request: Request) -> Response:
     """The password form."""
     return _with_cookie(request, "login.html", {})
 
@@ -84,7 +84,7 @@ async def login(
 
 
 @router.get("/login/totp", response_class=HTMLResponse)
-def totp_page(request: Request) -> HTMLResponse:
+def totp_page(request: Request) -> Response:
     """The second-factor form."""
     return _with_cookie(request, "totp.html", {})
 
@@ -129,7 +129,7 @@ async def logout(request: Request, gw: GatewayDep) -> Response:
 
 
 @router.get("/enroll/{token}", response_class=HTMLResponse)
-def enroll_page(request: Request, token: str, gw: GatewayDep) -> HTMLResponse:
+def enroll_page(request: Request, token: str, gw: GatewayDep) -> Response:
     """Choose a password, scan the TOTP QR code (the secret also as text), confirm a code."""
     try:
         offer = gw.users.offer(token)

@@ -25,7 +25,7 @@ from portal.templating import render
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
 
-def _not_found(request: Request, me: Caller) -> HTMLResponse:
+def _not_found(request: Request, me: Caller) -> Response:
     return render(
         request,
         "message.html",
@@ -54,7 +54,7 @@ def my_studies(request: Request, me: PageCallerDep, gw: GatewayDep) -> Response:
 @router.get("/studies/{study_uid}", response_class=HTMLResponse)
 def study_page(
     request: Request, study_uid: str, me: PageCallerDep, gw: GatewayDep, q: str = ""
-) -> HTMLResponse:
+) -> Response:
     """One study: its series, Download, and for its owner the shares and a doctor search."""
     try:
         view = library.study_view(gw, me, study_uid)
@@ -114,7 +114,7 @@ async def revoke_form(
 
 
 @router.get("/account", response_class=HTMLResponse)
-def account(request: Request, me: PageCallerDep) -> HTMLResponse:
+def account(request: Request, me: PageCallerDep) -> Response:
     """For roles without pages of their own yet (technologist, auditor)."""
     return render(
         request,

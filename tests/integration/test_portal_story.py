@@ -154,8 +154,12 @@ def test_patient_doctor_story(
     shot = Shots(tmp_path / "shots")
     found = re.search(r"(https://\S+/enroll/\S+)", " ".join(gw.log().split()))
     assert found, gw.log()[-3000:]
+    phone = {"width": 390, "height": 844}  # the patient uses a phone
     contexts = {
-        who: browser.new_context(ignore_https_errors=True) for who in ("admin", "ann", "drlee")
+        who: browser.new_context(
+            ignore_https_errors=True, **({"viewport": phone} if who == "ann" else {})
+        )
+        for who in ("admin", "ann", "drlee")
     }
     admin, ann, doc = (contexts[w].new_page() for w in ("admin", "ann", "drlee"))
     pw = {w: f"{w} rides the blue tram home" for w in contexts}

@@ -47,8 +47,12 @@ class Portal:
     series: dict[str, Series] = field(default_factory=dict)
 
     def client(self) -> TestClient:
-        """A new browser (its own cookie jar) on the same app."""
-        return TestClient(self.app_client.app, base_url="https://testserver")
+        """A new browser (its own cookie jar, a browser's Accept) on the same app."""
+        return TestClient(
+            self.app_client.app,
+            base_url="https://testserver",
+            headers={"accept": "text/html,application/xhtml+xml,*/*;q=0.8"},
+        )
 
     def code(self, username: str) -> str:
         """The user's current TOTP code; the clock then moves a step on (no replay)."""

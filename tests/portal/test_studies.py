@@ -86,6 +86,8 @@ def test_idor_another_patients_study_is_not_found_everywhere(portal: Portal) -> 
     unknown_page = c.get(f"/studies/{UNKNOWN}")
     assert theirs_page.status_code == unknown_page.status_code == 404
     assert theirs_page.text == unknown_page.text
+    as_program = c.get(f"/studies/{bob}", headers={"accept": "*/*"})
+    assert as_program.headers["content-type"] == "application/problem+json"
     r = c.post(f"/studies/{bob}/shares", data={"doctor": "drlee", "csrf_token": token})
     assert r.status_code == 404
     denied = [
