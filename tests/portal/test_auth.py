@@ -144,3 +144,19 @@ def test_suspension_stops_session_and_token_at_once(portal: Portal) -> None:
         assert c.get("/studies", follow_redirects=False).headers["location"] == "/login"
     finally:
         portal.gw.users.reinstate("cyd", "test")
+
+
+def test_templates_carry_no_inline_script_or_style() -> None:
+    """The CSP forbids inline script and style: no template may need them."""
+    import re
+    from pathlib import Path
+
+    import portal
+
+    folder = Path(portal.__file__).parent / "templates"
+    templates = sorted(folder.glob("*.html"))
+    assert len(templates) >= 8
+    for t in templates:
+        text = t.read_text()
+        assert "<script" not in text and "<style" not in text, t.name
+        assert not re.search(r"\sstyle=|\son[a-z]+=", text), t.name
