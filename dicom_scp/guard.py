@@ -27,10 +27,18 @@ A-ASSOCIATE-RQ against ``maximum_associations``. This module closes each of thos
   real modality out: its request arrives milliseconds after it connects.
 * ``BoundedDIMSE`` also enforces one outstanding request (no asynchronous operations window
   is negotiated): a peer that pipelines requests is aborted instead of queued.
+* What a peer's bytes may not be (``dicom_scp.protocol``) is checked before pynetdicom's
+  state machine acts on them, where a fault would be an exception: an A-ASSOCIATE-RQ with an
+  even or repeated presentation context ID, an A-ASSOCIATE-AC or -RJ sent to us, DIMSE
+  fragments out of order or on the wrong context, a command that does not decode. Each gets
+  an A-ABORT at once and one log line; no thread dies of it.
+* A request whose Affected SOP Class UID is not its presentation context's abstract syntax
+  is answered "Refused: SOP Class Not Supported" (0x0122) without being served.
 
 The classes replace pynetdicom internals (``DULServiceProvider._read_pdu_data``,
 ``DIMSEServiceProvider.receive_primitive``/``send_msg``, ``RequestHandler.handle``,
-``socketserver.BaseServer._handle_request_noblock``, ``AssociationServer.service_actions``)
+``socketserver.BaseServer._handle_request_noblock``, ``AssociationServer.service_actions``,
+``Association._serve_request``)
 whose behaviour was read in pynetdicom 3.0; ``check_pynetdicom`` refuses to start on another
 major/minor version.
 """
@@ -52,14 +60,24 @@ from typing import Any
 
 import pynetdicom
 from pynetdicom import evt
+from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import DIMSEMessage
+from pynetdicom.dimse_primitives import C_CANCEL, C_ECHO, C_STORE
 from pynetdicom.dul import DULServiceProvider
-from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_RJ
+from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from dicom_scp import fastpath
 from dicom_scp.lobby import Lobby, Pending, PendingConnections
+from dicom_scp.protocol import (
+    ACCEPTOR_NEVER_RECEIVES,
+    MessageAssembly,
+    ProtocolViolationError,
+    associate_rq_primitive,
+    sop_class_mismatch,
+)
+from gateway.dimse_status import STATUS_SOP_CLASS_NOT_SUPPORTED
 from gateway.errors import ConfigError
 
 log = logging.getLogger("ztbridge.dicom")
@@ -80,6 +98,9 @@ def check_pynetdicom() -> None:
             (DULServiceProvider, "_read_pdu_data"),
             (DULServiceProvider, "_decode_pdu"),
             (DIMSEServiceProvider, "receive_primitive"),
+            (DIMSEMessage, "decode_msg"),
+            (DIMSEMessage, "message_to_primitive"),
+            (Association, "_serve_request"),
             (RequestHandler, "_create_association"),
             (ThreadedAssociationServer, "process_request"),
             (ThreadedAssociationServer, "service_actions"),
@@ -118,6 +139,9 @@ class Limits:
 
 # (association, check, reason): a peer broke a limit; the caller logs and audits it.
 ViolationHook = Callable[[Any, str, str], None]
+# (association, request, status, reason): a request refused before it was served; the
+# caller logs and audits it (the response is sent by the guard).
+RequestRefusedHook = Callable[[Any, Any, int, str], None]
 # (peer address, exception): a TLS handshake failed.
 HandshakeHook = Callable[[tuple[Any, ...], BaseException], None]
 
@@ -144,10 +168,13 @@ def _send_and_close(assoc: Any, pdu: A_ABORT_RQ | A_ASSOCIATE_RJ) -> None:
     sock.close()
 
 
-def _abort_pdu() -> A_ABORT_RQ:
+_INVALID_PDU_PARAMETER_VALUE, _UNEXPECTED_PDU = 0x06, 0x02  # A-ABORT reasons, PS3.8 9.3.8
+
+
+def _abort_pdu(reason: int = _INVALID_PDU_PARAMETER_VALUE) -> A_ABORT_RQ:
     pdu = A_ABORT_RQ()
     pdu.source = 0x02  # DICOM UL service-provider
-    pdu.reason_diagnostic = 0x06  # invalid-PDU-parameter-value
+    pdu.reason_diagnostic = reason
     return pdu
 
 
@@ -197,6 +224,16 @@ class BoundedDUL(DULServiceProvider):
             self.event_queue.put("Evt17")  # closed, reset or stalled before a whole header
             return
         pdu_type, _, length = struct.unpack(">BBL", header)
+        if pdu_type in ACCEPTOR_NEVER_RECEIVES:
+            self._refuse(
+                ProtocolViolationError(
+                    "unexpected-pdu",
+                    f"PDU type 0x{pdu_type:02X} (an answer to an association request) sent to"
+                    " the association acceptor",
+                ),
+                _UNEXPECTED_PDU,
+            )
+            return
         cap = limits.pdu_cap(pdu_type)
         if cap is None:
             self._unknown_pdu(header)
@@ -218,8 +255,25 @@ class BoundedDUL(DULServiceProvider):
             log.warning("undecodable PDU from %s: %s", _peer(self.assoc), exc)
             self.event_queue.put("Evt19")
             return
+        if isinstance(pdu, A_ASSOCIATE_RQ):
+            try:
+                associate_rq_primitive(pdu)  # AE-6 converts it again; this one may fail
+            except ProtocolViolationError as e:
+                self._refuse(e, _INVALID_PDU_PARAMETER_VALUE)
+                return
         self.event_queue.put(event)
         self._recv_pdu.put(pdu)
+
+    def _refuse(self, violation: ProtocolViolationError, reason: int) -> None:
+        """A-ABORT at once for a PDU the state machine must not see; one log line."""
+        if self.state_machine.current_state == "Sta13" or self.assoc.is_aborted:
+            if self.socket is not None:
+                self.socket.close()
+            return
+        self.assoc.is_aborted = True
+        self.assoc.is_established = False
+        self.ztb_on_violation(self.assoc, violation.check, violation.reason)
+        _send_and_close(self.assoc, _abort_pdu(reason))
 
     def _unknown_pdu(self, header: bytearray) -> None:
         state = self.state_machine.current_state
@@ -258,9 +312,9 @@ class BoundedDUL(DULServiceProvider):
         _send_and_close(self.assoc, _abort_pdu())
 
 
-# DIMSE command fields (PS3.7 E.1): bit 15 set marks a response; C-CANCEL-RQ answers nothing.
+# DIMSE command fields (PS3.7 E.1): bit 15 set marks a response (C-CANCEL-RQ, which answers
+# nothing, is kept apart before the count).
 _RESPONSE_BIT = 0x8000
-_C_CANCEL_RQ = 0x0FFF
 
 
 class BoundedDIMSE(DIMSEServiceProvider):
@@ -280,11 +334,14 @@ class BoundedDIMSE(DIMSEServiceProvider):
     ztb_limits: Limits
     ztb_on_violation: ViolationHook
     ztb_lock: threading.Lock
+    ztb_assembly: MessageAssembly
     ztb_command_bytes: int = 0
     ztb_dataset_bytes: int = 0
     ztb_outstanding: int = 0  # requests received and not yet answered
 
     def receive_primitive(self, primitive: Any) -> None:
+        """``DIMSEServiceProvider.receive_primitive`` of pynetdicom 3.0 with the limits, and
+        with each fragment checked by ``protocol.MessageAssembly`` before it is decoded."""
         limits = self.ztb_limits
         if self.message is None:  # the first fragment of a new message
             with self.ztb_lock:
@@ -297,7 +354,10 @@ class BoundedDIMSE(DIMSEServiceProvider):
                 )
                 return
             self.message = DIMSEMessage()
+            self.ztb_assembly = MessageAssembly(self.message, self.assoc._accepted_cx)
         for _context_id, data in primitive.presentation_data_value_list:
+            if not data:
+                continue  # refused by the assembly below
             if data[0] & 1:
                 self.ztb_command_bytes += len(data) - 1
             else:
@@ -313,14 +373,34 @@ class BoundedDIMSE(DIMSEServiceProvider):
         ):
             buffered = message.data_set.tell() if message.data_set is not None else 0
             message.data_set = Oversized(buffered)  # drops what was buffered so far
-        super().receive_primitive(primitive)
-        if self.message is None:  # a message completed: the next one starts from zero
-            self.ztb_command_bytes = 0
-            self.ztb_dataset_bytes = 0
-            command = message.command_set.get("CommandField")
-            if isinstance(command, int) and not command & _RESPONSE_BIT and command != _C_CANCEL_RQ:
-                with self.ztb_lock:
-                    self.ztb_outstanding += 1
+        try:
+            if not self.ztb_assembly.feed(primitive, self.assoc):
+                return
+            evt.trigger(self.assoc, evt.EVT_DIMSE_RECV, {"message": message})
+            request = self.ztb_assembly.request()
+        except ProtocolViolationError as e:
+            self._ztb_abort(e.check, e.reason)
+            return
+        context_id = int(message.context_id or 0)  # set by the last command fragment
+        # As pynetdicom does (its issue #41): let go of the buffers at once.
+        message.encoded_command_set = BytesIO()
+        message.data_set = BytesIO()
+        message._data_set_file = None
+        message._data_set_path = None
+        self.message = None
+        self.ztb_command_bytes = 0
+        self.ztb_dataset_bytes = 0
+        if isinstance(request, C_CANCEL):
+            if len(self.cancel_req) < 10:
+                self.cancel_req[int(request.MessageIDBeingRespondedTo or 0)] = request
+            return
+        command = message.command_set.get("CommandField")
+        if isinstance(command, int) and not command & _RESPONSE_BIT:
+            with self.ztb_lock:  # before the queue: its answer may be sent at once
+                self.ztb_outstanding += 1
+        # pynetdicom serves an N-EVENT-REPORT-RQ on a thread of its own, one per request;
+        # we accept no context that carries one, so it is queued like the rest.
+        self.msg_queue.put((context_id, request))
 
     def send_msg(self, primitive: Any, context_id: int) -> None:
         """Sending a response answers the outstanding request. Counted down *before* the
@@ -363,6 +443,42 @@ class SharedContexts(list):  # type: ignore[type-arg]
         return self
 
 
+def _refusal_response(request: Any, status: int) -> Any:
+    """The response to a C-STORE or C-ECHO request refused with ``status``; None for others."""
+    if isinstance(request, C_STORE):
+        rsp: Any = C_STORE()
+        rsp.AffectedSOPInstanceUID = request.AffectedSOPInstanceUID
+    elif isinstance(request, C_ECHO):
+        rsp = C_ECHO()
+    else:
+        return None
+    rsp.MessageIDBeingRespondedTo = request.MessageID
+    rsp.AffectedSOPClassUID = request.AffectedSOPClassUID
+    rsp.Status = status
+    return rsp
+
+
+def _guarded_serve(
+    assoc: Any, request: Any, context_id: int, on_refused: RequestRefusedHook
+) -> None:
+    """``Association._serve_request``, first refusing a request whose Affected SOP Class is
+    not its presentation context's abstract syntax (pynetdicom picks the service from the
+    request's class and never compares the two)."""
+    context = assoc._accepted_cx.get(context_id)
+    reason = None
+    if context is not None and request.is_valid_request:
+        reason = sop_class_mismatch(request, str(context.abstract_syntax))
+    if reason is None:
+        Association._serve_request(assoc, request, context_id)
+        return
+    on_refused(assoc, request, STATUS_SOP_CLASS_NOT_SUPPORTED, reason)
+    response = _refusal_response(request, STATUS_SOP_CLASS_NOT_SUPPORTED)
+    if response is None:  # no other service is negotiable here; refuse it the hard way
+        assoc.dimse._ztb_abort("sop-class", reason)
+        return
+    assoc.dimse.send_msg(response, context_id)
+
+
 class Guard:
     """Shared by the plain and TLS servers: limits, the pending pool, the lobby, the hooks."""
 
@@ -374,6 +490,7 @@ class Guard:
         on_handshake_failure: HandshakeHook,
         *,
         first_byte_timeout: float = 30.0,
+        on_request_refused: RequestRefusedHook | None = None,
     ) -> None:
         check_pynetdicom()
         self.limits = limits
@@ -381,6 +498,7 @@ class Guard:
         self.lobby = Lobby(self.pending, first_byte_timeout)
         self.on_violation = on_violation
         self.on_handshake_failure = on_handshake_failure
+        self.on_request_refused = on_request_refused or (lambda *_: None)
 
     def install(self, assoc: Any, pending: Pending) -> None:
         """Swap the association's DUL and DIMSE providers for the bounded ones.
@@ -397,6 +515,10 @@ class Guard:
         assoc.dimse.ztb_limits = self.limits
         assoc.dimse.ztb_on_violation = self.on_violation
         assoc.dimse.ztb_lock = threading.Lock()
+        refused = self.on_request_refused
+        assoc._serve_request = lambda request, context_id: _guarded_serve(
+            assoc, request, context_id, refused
+        )
 
     def requested(self, assoc: Any) -> None:
         """The association's A-ASSOCIATE-RQ arrived: it is no longer pending."""

@@ -268,6 +268,26 @@ class Handlers:
             )
         )
 
+    def on_request_refused(self, assoc: Any, request: Any, status: int, reason: str) -> None:
+        """The guard refused a request before serving it (its Affected SOP Class is not its
+        context's): a C-STORE is logged and audited as a refused instance, like ingest's; any
+        other request as a refused request."""
+        origin = self._origins.get(assoc)
+        uid = getattr(request, "AffectedSOPInstanceUID", None)
+        if origin is not None and uid is not None:
+            self.gw.ingestor.refuse(reason, status, origin, str(uid))
+            return
+        log.warning("request from %s refused (0x%04X): %s", _peer(assoc), status, reason)
+        self._audit(
+            AuditEvent(
+                "request.refused",
+                _peer(assoc),
+                "",
+                "refused",
+                {"reason": reason, "status": f"0x{status:04X}"},
+            )
+        )
+
     def on_handshake_failure(self, address: tuple[Any, ...], error: BaseException) -> None:
         """A TLS handshake failed. Certificate problems are audited; noise is only logged."""
         failure = diagnose(error)

@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Any
 
-from pynetdicom import AE
+from pynetdicom import AE, _config
 
 from dicom_scp.contexts import storage_contexts, verification_context
 from dicom_scp.fdlimit import silent_caps
@@ -36,6 +36,10 @@ class DicomServer:
         self.gateway = gateway
         self.handlers = Handlers(gateway)
         gateway.posture.on_failure(self.handlers.abort_device)
+        # pynetdicom's "standard" handlers only feed its DEBUG log (capped at WARNING by
+        # ztbridge) and parse every PDU again to do it; on a peer's odd but decodable PDU
+        # they raised and logged a traceback (an A-ASSOCIATE-AC with no user information).
+        _config.LOG_HANDLER_LEVEL = "none"
         ae = AE(ae_title=s.ae_title)
         ae.supported_contexts = [*storage_contexts(), verification_context()]
         ae.maximum_pdu_size = s.max_pdu_length
@@ -63,6 +67,7 @@ class DicomServer:
             self.handlers.on_violation,
             self.handlers.on_handshake_failure,
             first_byte_timeout=s.acse_timeout,
+            on_request_refused=self.handlers.on_request_refused,
         )
         self.handlers.guard = self.guard
         self.watch = PostureWatch(gateway, self.handlers, gateway.settings.posture.recheck_seconds)

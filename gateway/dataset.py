@@ -124,6 +124,7 @@ class Scan:
     # large top-level bulk element before it.
     header_end: int = -1
     bulk: tuple[tuple[int, int], ...] = ()
+    pixel_fragments: int = 0  # items of encapsulated Pixel Data (Basic Offset Table included)
 
 
 class _Walker:
@@ -143,6 +144,7 @@ class _Walker:
         self.pixel_length = -1
         self.header_end = -1
         self.bulk: list[tuple[int, int]] = []
+        self.pixel_fragments = 0
 
     def header(self, pos: int, end: int, implicit: bool) -> tuple[int, bytes | None, int, int]:
         """(tag, vr, length, value offset) of the element at ``pos``."""
@@ -185,7 +187,7 @@ class _Walker:
                     self.header_end = pos
             if length == _UNDEFINED:
                 if tag == PIXEL_DATA or (vr is not None and vr not in (b"SQ", b"UN")):
-                    pos = self.fragments(value, end)
+                    pos = self.fragments(value, end, depth == 0 and tag == PIXEL_DATA)
                     if depth == 0 and self.header_end < 0:  # encapsulated bulk, not pixels
                         self.bulk.append((start, pos))
                 else:
@@ -257,14 +259,19 @@ class _Walker:
                 self.dataset(value, value + length, implicit, depth, in_item=False)
                 pos = value + length
 
-    def fragments(self, pos: int, end: int) -> int:
-        """Walk encapsulated pixel data fragments until the sequence delimiter."""
+    def fragments(self, pos: int, end: int, count: bool = False) -> int:
+        """Walk encapsulated pixel data fragments until the sequence delimiter (counted in
+        ``pixel_fragments`` when ``count``: the top-level Pixel Data's)."""
+        items = 0
         while True:
             tag, _, length, value = self.header(pos, end, True)
             if tag == _SEQ_END:
+                if count:
+                    self.pixel_fragments = items
                 return value
             if tag != _ITEM or length == _UNDEFINED or value + length > end:
                 raise _refuse(f"malformed encapsulated pixel data at byte {pos}")
+            items += 1
             pos = value + length
 
 
@@ -283,7 +290,51 @@ def scan(
     w.dataset(0, len(data), implicit, 0, in_item=False)
     offset = w.pixel_offset if w.pixel_offset >= 0 else len(data)
     header_end = w.header_end if w.header_end >= 0 else len(data)
-    return Scan(offset, w.pixel_length, w.elements, w.found, little, header_end, tuple(w.bulk))
+    return Scan(
+        offset,
+        w.pixel_length,
+        w.elements,
+        w.found,
+        little,
+        header_end,
+        tuple(w.bulk),
+        w.pixel_fragments,
+    )
+
+
+def meta_in_dataset() -> DatasetRefusedError:
+    """The refusal for File Meta Information elements (group 0002) inside a data set."""
+    return _refuse(
+        "the data set holds File Meta Information elements (group 0002), which belong only"
+        " in a Part-10 file's meta header: a reader of the stored file would take them for"
+        " the file's own and read another SOP class, instance or transfer syntax; remove"
+        " them at the sender"
+    )
+
+
+def refuse_file_meta(data: bytes | memoryview, transfer_syntax: str) -> None:
+    """Refuse a data set (already ``scan``-ned) whose top level holds group 0002 elements.
+
+    Why refuse rather than keep: the instance is stored as received and returned as a
+    Part-10 file whose meta group ztbridge writes. Group 0002 elements at the start of the
+    data set would then follow that meta group, and every Part-10 reader (pydicom, DCMTK)
+    reads them as part of it: another SOP class, instance or transfer syntax than the one
+    indexed, so the file could not be read back as what was acknowledged. Costs a look at
+    the first element (past any group 0000 ones, which sort first); elements ascend.
+    """
+    implicit, little = encoding_of(transfer_syntax)
+    if len(data) >= 2 and int.from_bytes(data[:2], "little" if little else "big") > 0x0002:
+        return  # the common case: the first element is of group 0008 or so
+    w = _Walker(data, implicit, little, frozenset())
+    pos, end = 0, len(data)
+    while pos < end:
+        tag, _, length, value = w.header(pos, end, implicit)
+        group = tag >> 16
+        if group == 0x0002:
+            raise meta_in_dataset()
+        if group != 0x0000 or length == _UNDEFINED:
+            return
+        pos = value + length
 
 
 def decode_header(data: bytes, transfer_syntax: str, end: int) -> Dataset:
@@ -380,6 +431,16 @@ def split_part10(content: bytes) -> Part10:
         # pydicom's advice to the programmer ("Use force=True ...") is no help to an admin.
         detail = str(e).split(" Use force=True")[0]
         raise _refuse(f"file meta information does not decode: {detail}") from e
+    declared = meta.get("FileMetaInformationGroupLength")
+    if isinstance(declared, int) and fp.tell() > 144 + declared:
+        # pydicom reads group 0002 up to the first other group: elements past the declared
+        # end of the meta group are the data set's own (see refuse_file_meta).
+        raise _refuse(
+            f"group 0002 elements run for {fp.tell() - 144} bytes past the preamble, but the"
+            f" file meta group length says {declared}: the data set holds File Meta"
+            " Information elements of its own (or the length is wrong); fix the file at its"
+            " source"
+        )
     ts = meta.get("TransferSyntaxUID")
     if not ts:
         raise _refuse("file meta information has no Transfer Syntax UID")

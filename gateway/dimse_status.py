@@ -16,8 +16,14 @@ STATUS_SUCCESS: Final = 0x0000
 #: PS3.7 C.4.2: Failure, Processing failure (a general failure in processing the operation).
 STATUS_PROCESSING_FAILURE: Final = 0x0110
 
+#: PS3.7 C.5.x (general status): Refused, SOP Class Not Supported. We send it for a request
+#: whose Affected SOP Class UID is not the abstract syntax of the presentation context it
+#: arrived on (the context negotiated for CT Image Storage carries only CT images).
+STATUS_SOP_CLASS_NOT_SUPPORTED: Final = 0x0122
+
 #: PS3.4 B.2.3: Refused, Out of Resources (A700-A7FF). We send it for an instance over the
-#: size limit and for one whose file cannot be read: the sender may try again later.
+#: size limit and for one whose file cannot be read: the sender may try again later; and for
+#: a deflated data set that inflates past ingest.max_inflated_mb or max_inflate_ratio.
 STATUS_OUT_OF_RESOURCES: Final = 0xA700
 
 #: PS3.4 B.2.3: Error, Data Set does not match SOP Class (A900-A9FF). We send it for an
@@ -32,5 +38,6 @@ __all__ = [
     "STATUS_DATASET_MISMATCH",
     "STATUS_OUT_OF_RESOURCES",
     "STATUS_PROCESSING_FAILURE",
+    "STATUS_SOP_CLASS_NOT_SUPPORTED",
     "STATUS_SUCCESS",
 ]

@@ -24,7 +24,8 @@ from sqlalchemy import bindparam, insert, select
 from gateway import crypto
 from gateway.audit import AuditEvent, AuditLog
 from gateway.clock import Clock
-from gateway.dataset import DEFLATED, file_meta, inflate, scan
+from gateway.dataset import DEFLATED, file_meta, refuse_file_meta, scan
+from gateway.deflated import InflateLimits, inflate_checked
 from gateway.dimse_status import (
     STATUS_CANNOT_UNDERSTAND,
     STATUS_DATASET_MISMATCH,
@@ -40,6 +41,7 @@ from gateway.keys import StudyKey, StudyKeyCache
 from gateway.keywraps import NO_RECIPIENTS, RecipientDirectory, insert_rows, new_key_rows
 from gateway.logsafe import shown
 from gateway.metadata import WANTED, first_strings, read_indexed
+from gateway.pixels import check_geometry, facts_from_doc
 from gateway.settling import Settling, Withdrawn, record_watermark, withdraw
 from gateway.store.base import ContentStore, PendingObject
 from gateway.validation import required_identifiers
@@ -142,6 +144,7 @@ class Ingestor:
         recipients: RecipientDirectory = NO_RECIPIENTS,
         require_patient_id: bool = False,
         settling: Settling | None = None,
+        inflate_limits: InflateLimits = InflateLimits(),
     ) -> None:
         self._db = db
         #: rows committed while their ciphertext is still being flushed (gateway/settling.py)
@@ -153,6 +156,7 @@ class Ingestor:
         self._clock = clock
         self._max_bytes = max_instance_bytes
         self._require_patient_id = require_patient_id
+        self._inflate_limits = inflate_limits
         if db.cipher is None:
             raise StorageError("ingest needs the index opened with its index key (cipher)")
         self._qido = QidoWriter(db.cipher)
@@ -222,9 +226,19 @@ class Ingestor:
                 f"instance of {len(raw)} bytes exceeds the limit of {self._max_bytes}",
                 STATUS_OUT_OF_RESOURCES,
             )
-        plain = inflate(raw, self._max_bytes) if ts in DEFLATED else raw
-        layout = scan(plain, ts, WANTED)
+        if ts in DEFLATED:  # bounded memory: only the header is kept (gateway/deflated.py)
+            inflated = inflate_checked(raw, self._inflate_limits)
+            plain: bytes | memoryview = inflated.header
+            layout = scan(plain, ts, WANTED)
+            pixels, fragments = inflated.pixel_length, inflated.pixel_fragments
+        else:
+            plain = raw
+            layout = scan(plain, ts, WANTED)
+            refuse_file_meta(plain, ts)
+            pixels = layout.pixel_length if layout.pixel_offset < len(plain) else None
+            fragments = layout.pixel_fragments
         doc = read_indexed(plain, layout)
+        geometry = check_geometry(facts_from_doc(doc, pixels, fragments, ts))
         strings = first_strings(doc)
         ids = required_identifiers(
             strings,
@@ -292,6 +306,7 @@ class Ingestor:
                             sha256=dataset_sha,
                             key_id=key.key_id,
                             flag="new-version" if version > 1 else None,
+                            pixel_flag=geometry.flag,
                             received_at=now,
                             origin=origin.kind,
                             calling_ae=origin.calling_ae,
@@ -310,6 +325,8 @@ class Ingestor:
                     detail: dict[str, Any] = {"cid": cid, "version": version, "origin": origin.kind}
                     if version > 1:
                         detail["flag"] = "new-version: same SOP Instance UID, different content"
+                    if geometry.flag is not None:
+                        detail["pixel_flag"] = f"{geometry.flag}: {geometry.reason}"
                     self._audit.append(
                         conn, AuditEvent("instance.stored", origin.actor, sop_uid, "ok", detail)
                     )
@@ -328,6 +345,13 @@ class Ingestor:
             self._keys.remember(study_uid, key)
         self._remember_patient(study_uid, patient)
         self._qido.committed(ids["SeriesInstanceUID"])
+        if geometry.flag is not None and outcome is not Outcome.DUPLICATE:
+            log.warning(
+                "instance %s stored with pixel data flagged %s (not to be decoded as is): %s",
+                shown(sop_uid),
+                geometry.flag,
+                geometry.reason,
+            )
         if outcome is Outcome.NEW_VERSION:
             log.warning(
                 "instance %s arrived again with different content: kept as version %d",

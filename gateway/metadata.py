@@ -46,6 +46,7 @@ INDEXED: dict[int, tuple[str, str]] = {
     0x00200010: ("StudyID", "SH"),
     0x00200011: ("SeriesNumber", "IS"),
     0x00200013: ("InstanceNumber", "IS"),
+    0x00280002: ("SamplesPerPixel", "US"),  # with the next four: gateway/pixels.py
     0x00280008: ("NumberOfFrames", "IS"),
     0x00280010: ("Rows", "US"),
     0x00280011: ("Columns", "US"),

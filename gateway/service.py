@@ -18,6 +18,7 @@ from gateway.accounts.links import LinkedRecipients
 from gateway.anchoring.service import Anchoring
 from gateway.audit import AuditLog
 from gateway.clock import Clock, SystemClock
+from gateway.deflated import InflateLimits
 from gateway.devices import DeviceRegistry
 from gateway.errors import ConfigError, StorageError, StoreLockedError
 from gateway.index.database import Database
@@ -175,6 +176,10 @@ def open_gateway(
         recipients if recipients is not None else LinkedRecipients(db),
         require_patient_id=settings.ingest.require_patient_id,
         settling=settling,
+        inflate_limits=InflateLimits(
+            max_inflated_bytes=settings.ingest.max_inflated_mb << 20,
+            max_ratio=settings.ingest.max_inflate_ratio,
+        ),
     )
     devices = DeviceRegistry(db, audit, clock)
     anchoring = None

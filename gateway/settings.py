@@ -151,6 +151,22 @@ class IngestSettings(_Section):
             " are stored, owned by the custodian and flagged for reconciliation"
         ),
     )
+    max_inflated_mb: int = Field(
+        2048,
+        ge=1,
+        description=(
+            "a deflated data set (1.2.840.10008.1.2.1.99) may inflate to at most this many MiB;"
+            " more is refused with 0xA700 while inflating"
+        ),
+    )
+    max_inflate_ratio: int = Field(
+        200,
+        ge=1,
+        description=(
+            "past its first 64 MiB, a deflated data set may inflate to at most this many times"
+            " its deflated size (deflate bombs reach ~1030); more is refused with 0xA700"
+        ),
+    )
 
 
 class PortalSettings(_Section):

@@ -158,6 +158,9 @@ instances = Table(
     Column("origin", String(16), nullable=False),
     Column("calling_ae", String(16), nullable=True),
     Column("device_id", Integer, nullable=True),
+    # Pixel geometry that disagrees with the Pixel Data (gateway/pixels.py: "short", "excess"
+    # or "invalid"); NULL when it agrees, there is none, or the row predates the check.
+    Column("pixel_flag", String(16), nullable=True),
     UniqueConstraint("sop_instance_uid", "version", name="uq_instance_version"),
 )
 Index("ix_instances_study", instances.c.study_uid, instances.c.series_uid)

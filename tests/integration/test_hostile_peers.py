@@ -5,17 +5,16 @@ stays up, its memory stays bounded, and a real modality's push in the middle suc
 
 from __future__ import annotations
 
-import select
 import socket
 import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 from pydicom import dcmread
 
+from tests.hostile.harness import rss, still_open
 from tests.support.dicomgen import make_ct_series
 from tests.support.gateway_proc import (
     GatewayProcess,
@@ -97,20 +96,6 @@ def established(g: GatewayProcess, calling: str = "HOSTILE") -> socket.socket:
     answer = read_pdu(s)
     assert answer is not None and answer[0] == ACCEPT, answer
     return s
-
-
-def still_open(s: socket.socket) -> bool:
-    """Whether the gateway still holds this association (no A-ABORT or close received)."""
-    readable, _, _ = select.select([s], [], [], 0)
-    if not readable:
-        return True
-    s.close()
-    return False
-
-
-def rss(g: GatewayProcess) -> int:
-    assert g.proc is not None
-    return int(psutil.Process(g.proc.pid).memory_info().rss)
 
 
 def test_pdu_claiming_4_gib_is_refused_unread(gw: GatewayProcess) -> None:

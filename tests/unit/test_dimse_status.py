@@ -18,6 +18,7 @@ EXPECTED = {
     "STATUS_OUT_OF_RESOURCES": ("Failure", "Refused: Out of Resources"),
     "STATUS_DATASET_MISMATCH": ("Failure", "Data Set Does Not Match SOP Class"),
     "STATUS_CANNOT_UNDERSTAND": ("Failure", "Cannot Understand"),
+    "STATUS_SOP_CLASS_NOT_SUPPORTED": ("Failure", "Refused: SOP Class Not Supported"),
 }
 
 

@@ -20,7 +20,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from gateway.logsafe import SafeFormatter
+from gateway.logsafe import SafeFormatter, log_thread_deaths
 
 out = Console()
 err = Console(stderr=True)
@@ -48,11 +48,13 @@ def actor() -> str:
 
 
 def setup_logging(level: str) -> None:
-    """Plain timestamped lines on stderr, one per message whatever a peer put in it."""
+    """Plain timestamped lines on stderr, one per message whatever a peer put in it; a
+    thread's dying exception goes through the same formatter (gateway/logsafe)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(SafeFormatter(LOG_FORMAT))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    log_thread_deaths(logging.getLogger("ztbridge"))
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
