@@ -160,3 +160,29 @@ def test_templates_carry_no_inline_script_or_style() -> None:
         text = t.read_text()
         assert "<script" not in text and "<style" not in text, t.name
         assert not re.search(r"\sstyle=|\son[a-z]+=", text), t.name
+
+
+def test_failures_are_throttled_never_locked_out(portal: Portal) -> None:
+    """Repeated wrong passwords from one address wait (429, Retry-After), then pass again."""
+    from fastapi.testclient import TestClient
+
+    attacker = TestClient(
+        portal.app_client.app, base_url="https://testserver", client=("192.0.2.50", 4444)
+    )
+    statuses = []
+    for _ in range(6):
+        r = attacker.post(
+            "/api/token", json={"username": "cyd", "password": "not it at all!", "totp": "000000"}
+        )
+        statuses.append(r.status_code)
+        if r.status_code == 429:
+            assert int(r.headers["retry-after"]) >= 1
+            assert r.json()["type"] == "/problems/throttled"
+    assert statuses[0] == 401 and 429 in statuses
+    portal.clock.advance(600)  # the delay is finite: the rightful user gets back in
+    r = attacker.post(
+        "/api/token",
+        json={"username": "cyd", "password": PASSWORD, "totp": portal.code("cyd")},
+    )
+    portal.clock.advance(31)
+    assert r.status_code == 200, r.text
