@@ -30,6 +30,7 @@ from gateway.export import instance_path
 from gateway.retrieve import retrieve, study_refs
 from gateway.search import Search, StudyDetail, StudyQuery, StudyRecord, Visible
 from gateway.service import Gateway
+from gateway.thumbnails import MAX_PREVIEW_BYTES, preview_png
 from portal.authz import authorize
 from portal.deps import Caller
 from portal.problems import NOT_FOUND_DETAIL, ProblemError
@@ -129,6 +130,24 @@ def archive(gw: Gateway, caller: Caller, study_uid: str) -> Iterator[bytes]:
         )
 
     return chunks()
+
+
+def preview(gw: Gateway, caller: Caller, study_uid: str) -> bytes | None:
+    """A PNG of the study's middle image, decrypted with the caller's own key and decoded
+    only after its geometry is checked (``gateway.thumbnails``); None: show a placeholder."""
+    authorize(gw, caller, Action.READ, study_uid)
+    refs = study_refs(gw.db, study_uid)
+    if not refs:
+        raise ProblemError("not-found", NOT_FOUND_DETAIL)
+    ref = refs[len(refs) // 2]
+    if ref.size is not None and ref.size > MAX_PREVIEW_BYTES:
+        return None
+    try:
+        data = retrieve(ref, gw.store, caller.keys(gw)).read()
+    except RetrieveError as e:
+        log.error("no preview of %s: %s", study_uid, e)
+        return None
+    return preview_png(data)
 
 
 def _doctor(gw: Gateway, username: str) -> Account:

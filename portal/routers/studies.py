@@ -12,13 +12,14 @@ from datetime import date
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from gateway.search import StudyRecord
 from portal import library
 from portal.deps import CallerDep, GatewayDep
+from portal.templating import HERE
 
 router = APIRouter(prefix="/api/studies", tags=["studies"])
 
@@ -81,6 +82,18 @@ def get_archive(study_uid: str, caller: CallerDep, gw: GatewayDep) -> StreamingR
         media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
+
+
+PLACEHOLDER = (HERE / "static" / "placeholder.svg").read_bytes()
+
+
+@router.get("/{study_uid}/preview", summary="A small image of the study's middle instance")
+def get_preview(study_uid: str, caller: CallerDep, gw: GatewayDep) -> Response:
+    """PNG, or a placeholder SVG for anything that cannot be decoded (never an error)."""
+    png = library.preview(gw, caller, study_uid)
+    if png is None:
+        return Response(PLACEHOLDER, media_type="image/svg+xml")
+    return Response(png, media_type="image/png")
 
 
 @router.put("/{study_uid}/shares/{doctor}", summary="Share the study with a doctor")

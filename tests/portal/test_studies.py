@@ -50,6 +50,9 @@ def test_patient_sees_only_own_studies_and_downloads(portal: Portal) -> None:
     assert page.status_code == 200 and f"/api/studies/{uid}/archive" in page.text
     assert "<script" not in page.text and "style=" not in page.text
     assert c.get(f"/studies/{uid}").status_code == 200
+    shown = c.get(f"/api/studies/{uid}/preview")
+    assert shown.headers["content-type"] == "image/png" and shown.content.startswith(b"\x89PNG")
+    assert f"/api/studies/{uid}/preview" in page.text
 
 
 def test_admin_reads_no_study(portal: Portal) -> None:
@@ -74,6 +77,7 @@ def test_idor_another_patients_study_is_not_found_everywhere(portal: Portal) -> 
     for method, suffix in (
         ("GET", ""),
         ("GET", "/archive"),
+        ("GET", "/preview"),
         ("PUT", "/shares/drlee"),
         ("DELETE", "/shares/drlee"),
     ):
