@@ -200,6 +200,8 @@ def test_patient_doctor_story(
     shot(ann, "ann-studies")
     row = ann.locator("table.list tbody tr")
     assert row.count() == 1 and "CT" in row.inner_text() and "3" in row.inner_text()
+    ann.wait_for_function("document.querySelector('td.thumb img').complete")
+    assert ann.evaluate("document.querySelector('td.thumb img').naturalWidth") > 0  # thumbnail
     _check_zip(_download(ann, "table.list a.button", tmp_path / "ann.zip"), sent)
     ann.click("table.list td[data-label=Description] a")
     ann.wait_for_selector("#download")
