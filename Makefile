@@ -33,7 +33,8 @@ install: $(VENV)/.runtime
 install-test: $(VENV)/.test
 
 # Debian packages: DCMTK is the modality, PostgreSQL the external index in the tests, the
-# openssl command makes throwaway certificates, signs test JWTs and cross-checks signatures.
+# openssl command makes throwaway certificates, signs test JWTs and cross-checks signatures,
+# chromium is the browser the portal's Playwright story test drives.
 # apt-get update runs once, and only when something is missing.
 system-deps:
 	@missing=""; \
@@ -41,6 +42,7 @@ system-deps:
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v runuser >/dev/null || missing="$$missing util-linux"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && \

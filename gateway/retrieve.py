@@ -106,6 +106,26 @@ def find_instance(db: Database, sop_instance_uid: str, version: int | None = Non
     return InstanceRef.from_row(row)
 
 
+def study_refs(db: Database, study_uid: str) -> list[InstanceRef]:
+    """The newest version of every instance of a study, by series then instance number:
+    what a download of the study holds (an archive is what the study is now)."""
+    with db.read() as conn:
+        rows = conn.execute(
+            select(instances)
+            .where(instances.c.study_uid == study_uid)
+            .order_by(
+                instances.c.series_uid,
+                instances.c.instance_number,
+                instances.c.sop_instance_uid,
+                instances.c.version.desc(),
+            )
+        ).all()
+    newest: dict[str, InstanceRef] = {}
+    for row in rows:
+        newest.setdefault(str(row.sop_instance_uid), InstanceRef.from_row(row))
+    return list(newest.values())
+
+
 class KeyProvider(Protocol):
     """Gives the study key for a key id, or raises KeyUnavailableError."""
 

@@ -96,8 +96,10 @@ class Gateway:
         return self.settings.home / "keys"
 
     def close(self) -> None:
-        """Close the pipeline, the store, then the index."""
+        """Close the pipeline, the shared ledger session, the store, then the index."""
         self.ingestor.close()
+        if self.anchoring is not None:
+            self.anchoring.close_session()
         self.store.close()
         self.db.close()
 

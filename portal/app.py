@@ -9,15 +9,20 @@ same app over HTTPS (``portal.server``) behind the connection guard (``portal.ed
 
 from __future__ import annotations
 
+import secrets
 from importlib.metadata import PackageNotFoundError, version
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from gateway.service import Gateway
-from portal import problems
+from portal import csrf, problems
+from portal.deps import LoginRequired
 from portal.headers import SecurityHeaders
-from portal.routers import posture, system
+from portal.routers import admin, auth, pages, posture, studies, system, tokens
+from portal.templating import HERE
 
 
 def _version() -> str:
@@ -49,10 +54,23 @@ def create_app(gateway: Gateway) -> FastAPI:
         docs_url=None,  # the interactive docs load scripts from a CDN: not on a PACS network
         redoc_url=None,
         openapi_url="/api/openapi.json",
+        dependencies=[Depends(csrf.check)],  # every state-changing request, every router
     )
     app.state.gateway = gateway
+    app.state.csrf_key = secrets.token_bytes(32)  # sessions end with the process anyway
     app.hsts_max_age = gateway.settings.portal.hsts_max_age_seconds
     problems.install(app)
+
+    async def to_login(request: Request, exc: Exception) -> Response:
+        return RedirectResponse("/login", status_code=303)
+
+    app.add_exception_handler(LoginRequired, to_login)
     app.include_router(system.router)
     app.include_router(posture.router)
+    app.include_router(tokens.router)
+    app.include_router(studies.router)
+    app.include_router(auth.router)
+    app.include_router(pages.router)
+    app.include_router(admin.router)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     return app

@@ -19,7 +19,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.accounts.errors import AuthenticationError, SessionError, ThrottledError
+from gateway.accounts.shares import AccessDeniedError
 from gateway.errors import ConfigError, InvalidInputError, NotFoundError, ZtbridgeError
+from gateway.ledger.errors import LedgerError, LedgerRevertError
 from gateway.posture.service import Problem, ReportRefusedError
 
 log = logging.getLogger("ztbridge.portal")
@@ -72,6 +75,39 @@ CATALOGUE: dict[str, tuple[int, str, str]] = {
         "A report with this nonce was already received from this device.",
     ),
     "invalid-input": (400, "Invalid input", "The request is not acceptable as sent."),
+    "unauthenticated": (
+        401,
+        "Not logged in",
+        "Log in (password, then TOTP) or send a valid bearer token from POST /api/token.",
+    ),
+    "login-failed": (
+        401,
+        "Login failed",
+        "The username, password or code is not right (one answer for every cause).",
+    ),
+    "forbidden": (403, "Forbidden", "The account may not do this."),
+    "csrf-failed": (
+        403,
+        "CSRF token missing or wrong",
+        "A state-changing request with the session cookie must carry the page's CSRF token"
+        " (form field csrf_token or header X-CSRF-Token). Reload the page and try again.",
+    ),
+    "throttled": (
+        429,
+        "Too many failed attempts",
+        "Wait the Retry-After seconds, then try again (never a permanent lockout).",
+    ),
+    "ledger-unavailable": (
+        503,
+        "Ledger unavailable",
+        "The chain could not take the transaction now; nothing was changed. Try again later.",
+    ),
+    "ledger-refused": (
+        409,
+        "Refused by the registry",
+        "The contract refused the transaction (for a share: the study may not be anchored"
+        " yet; try again in a minute).",
+    ),
     "not-found": (404, "Not found", "The resource does not exist."),
     "gateway-misconfigured": (
         500,
@@ -119,9 +155,36 @@ def from_catalogue(request: Request, slug: str, detail: str, **extra: Any) -> JS
     return problem_response(request, status, title, detail, f"/problems/{slug}", **extra)
 
 
+NOT_FOUND_DETAIL = "no such study"
+
+
+def denied(request: Request, status: int, reason: str) -> JSONResponse:
+    """A refused access: 404 says exactly what an unknown study says (nothing leaks)."""
+    if status == 404:
+        return from_catalogue(request, "not-found", NOT_FOUND_DETAIL)
+    if status == 401:
+        return from_catalogue(request, "unauthenticated", reason)
+    return from_catalogue(request, "forbidden", reason)
+
+
 def _for_error(request: Request, e: ZtbridgeError) -> JSONResponse:
     if isinstance(e, ReportRefusedError):
         return from_catalogue(request, e.problem, e.reason)
+    if isinstance(e, ThrottledError):
+        response = from_catalogue(request, "throttled", str(e))
+        response.headers["Retry-After"] = str(max(1, round(e.retry_after)))
+        return response
+    if isinstance(e, AuthenticationError):
+        return from_catalogue(request, "login-failed", str(e))
+    if isinstance(e, SessionError):
+        return from_catalogue(request, "unauthenticated", "log in again")
+    if isinstance(e, AccessDeniedError):
+        return denied(request, e.decision.status, e.decision.reason)
+    if isinstance(e, LedgerRevertError):
+        return from_catalogue(request, "ledger-refused", str(e))
+    if isinstance(e, LedgerError):
+        log.warning("%s %s: ledger: %s", request.method, request.url.path, e)
+        return from_catalogue(request, "ledger-unavailable", "the ledger did not answer")
     if isinstance(e, NotFoundError):
         return from_catalogue(request, "not-found", str(e))
     if isinstance(e, InvalidInputError):

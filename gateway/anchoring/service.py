@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import select
 
@@ -31,13 +31,15 @@ from gateway.index.database import Database
 from gateway.index.models import anchor_batches, audit_anchors, study_owners
 from gateway.keys import CustodianPublic
 from gateway.ledger.accounts import GatewayAccounts
-from gateway.ledger.errors import LedgerError
+from gateway.ledger.errors import LedgerError, LedgerUnavailableError
 from gateway.ledger.lock import LedgerLock
 from gateway.settings import Settings
 from gateway.store.base import ContentStore
 
 if TYPE_CHECKING:
     from gateway.anchoring.session import Session
+
+T = TypeVar("T")
 
 log = logging.getLogger("ztbridge.anchoring")
 
@@ -95,6 +97,11 @@ class Anchoring:
         self.ingest_moving = False
         self._last_audit = clock.monotonic()
         self.on_work: Callable[[], None] = lambda: None
+        #: This process's one writable session and the lock every user of it holds: the
+        #: worker's sends and the portal's grants share it (two sessions on one embedded
+        #: journal would fork it, and two signers would race for nonces).
+        self.session_guard = threading.RLock()
+        self.live_session: Session | None = None
 
     # -- sealing ----------------------------------------------------------------------------
 
@@ -204,6 +211,27 @@ class Anchoring:
                 session.close()
                 raise
         return session
+
+    def run_on_ledger(self, fn: Callable[[Session], T]) -> T:
+        """``fn`` with this process's writable session (the worker's, or one connected now
+        and kept for it), under ``session_guard``. LedgerUnavailableError when another
+        process holds the ledger."""
+        with self.session_guard:
+            if self.live_session is None:
+                if not self.lock.acquire():
+                    raise LedgerUnavailableError(
+                        f"another ztbridge process (pid {self.lock.holder() or '?'}) holds the"
+                        f" ledger ({self.lock.path}); try again when it is done"
+                    )
+                self.live_session = self.connect()
+            return fn(self.live_session)
+
+    def close_session(self) -> None:
+        """Close the shared session, if one is open (``Gateway.close``)."""
+        with self.session_guard:
+            if self.live_session is not None:
+                self.live_session.close()
+                self.live_session = None
 
     def send_pending(
         self,

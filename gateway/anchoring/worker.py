@@ -80,9 +80,7 @@ class AnchorWorker:
             except ZtbridgeError as e:
                 log.error("could not seal the last batches: %s (they are sealed at next start)", e)
         finally:
-            if self._session is not None:
-                self._session.close()
-                self._session = None
+            self._drop_session()
             self.anchoring.lock.release()
 
     def tick(self) -> None:
@@ -97,8 +95,9 @@ class AnchorWorker:
         if now < self._retry_at or self._stop.is_set() or self._yield_to_ingest(now):
             return
         try:
-            session = self._session or self._connect()
-            self.anchoring.send_pending(session, stopping=self._stop.is_set)
+            with self.anchoring.session_guard:  # the portal's grants use the same session
+                session = self._session or self._connect()
+                self.anchoring.send_pending(session, stopping=self._stop.is_set)
         except _StoppingError:
             return
         except ZtbridgeError as e:
@@ -131,7 +130,17 @@ class AnchorWorker:
         self._busy_since = None  # waited long enough: send this round, then defer again
         return False
 
+    def _drop_session(self) -> None:
+        with self.anchoring.session_guard:
+            if self._session is not None:
+                self._session.close()
+                self._session = None
+            self.anchoring.live_session = None
+
     def _connect(self) -> Session:
+        if self.anchoring.live_session is not None:  # the portal connected first
+            self._session = self.anchoring.live_session
+            return self._session
         lock = self.anchoring.lock
         if not lock.acquire():
             raise LedgerUnavailableError(
@@ -139,6 +148,7 @@ class AnchorWorker:
                 f" ({lock.path}); anchors wait until it is done"
             )
         self._session = self.anchoring.connect(sleep=self._sleep)
+        self.anchoring.live_session = self._session
         d = self._session.deployment
         log.info("ledger: registry %s on the %s chain (id %d)", d.address, d.backend, d.chain_id)
         return self._session
@@ -146,8 +156,7 @@ class AnchorWorker:
     def _backoff(self, error: BaseException) -> None:
         self._failures += 1
         if isinstance(error, LedgerConfigError) and self._session is not None:
-            self._session.close()  # the chain may have changed: check it again next time
-            self._session = None
+            self._drop_session()  # the chain may have changed: check it again next time
         delay = backoff_seconds(self._failures, 1.0, self.settings.retry_max_seconds)
         self._retry_at = self.anchoring.clock.monotonic() + delay
         problem = str(error)

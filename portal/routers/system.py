@@ -20,6 +20,12 @@ def get_time(gw: GatewayDep) -> dict[str, Any]:
     return {"now": format_time(now), "unix_ms": round(now.timestamp() * 1000)}
 
 
+@router.get("/health", summary="For load balancers")
+def health() -> dict[str, str]:
+    """200 while the process serves requests (no authentication, nothing about the data)."""
+    return {"status": "ok"}
+
+
 @router.get("/problems/{slug}", summary="What a problem type means")
 def get_problem(slug: str) -> dict[str, Any]:
     """The description of one of our RFC 9457 problem types (their ``type`` URIs land here)."""
