@@ -58,9 +58,7 @@ def _archive_matches(portal: Portal, c: TestClient, who: str) -> None:
         parts = split_part10(f.read_bytes())
         sent[parts.sop_instance] = bytes(parts.dataset)
     with zipfile.ZipFile(io.BytesIO(r.content)) as z:
-        got = {
-            (p := split_part10(z.read(n))).sop_instance: bytes(p.dataset) for n in z.namelist()
-        }
+        got = {(p := split_part10(z.read(n))).sop_instance: bytes(p.dataset) for n in z.namelist()}
     assert got == sent
 
 
@@ -228,7 +226,11 @@ def test_totp_offer_expires(portal: Portal) -> None:
     c = portal.login("ann")
     r = c.post(
         "/account/totp",
-        data={"password": PASSWORD, "code": portal.code("ann"), "csrf_token": portal.csrf(c, "/account")},
+        data={
+            "password": PASSWORD,
+            "code": portal.code("ann"),
+            "csrf_token": portal.csrf(c, "/account"),
+        },
     )
     found = _SECRET.search(r.text)
     ticket = _TICKET.search(r.text)
