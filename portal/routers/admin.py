@@ -18,13 +18,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from gateway.access import Action, Role
+from gateway.accounts.ceremonies import link_account, recover_account
 from gateway.accounts.links import PatientLink
 from gateway.anchoring.backlog import backlog
 from gateway.errors import ConfigError, CryptoError, InvalidInputError, NotFoundError
 from gateway.posture.policy import NO_POLICY
 from gateway.posture.show import describe
 from gateway.status import device_views, ledger_line
-from portal import admin_ops
 from portal.authz import authorize
 from portal.deps import Caller, GatewayDep, PageCallerDep
 from portal.templating import render
@@ -108,9 +108,7 @@ async def recover(
     """The recovery ceremony (``ztbridge user recover``): a new one-time enrollment link."""
     authorize(gw, me, Action.MANAGE_ACCOUNTS)
     try:
-        invitation = await run_in_threadpool(
-            admin_ops.recover, gw, username, passphrase, me.username
-        )
+        invitation = await run_in_threadpool(recover_account, gw, username, passphrase, me.username)
     except (ConfigError, CryptoError, InvalidInputError, NotFoundError) as e:
         return _users_page(request, me, gw, str(e), 400)
     return render(request, "invited.html", {"invitation": invitation, "recovered": True}, me=me)
@@ -160,7 +158,7 @@ async def add_link(
     authorize(gw, me, Action.MANAGE_ACCOUNTS)
     try:
         report = await run_in_threadpool(
-            admin_ops.link,
+            link_account,
             gw,
             username,
             patient_id,
