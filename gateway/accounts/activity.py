@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import and_, or_, select
 
-from gateway.access import Role
+from gateway.access import Action, Role
 from gateway.index.database import Database
 from gateway.index.models import audit_events
 from gateway.ledger.ledger import LedgerEvent
@@ -107,8 +107,12 @@ def audit_activity(
         about_studies = and_(
             audit_events.c.kind.in_(STUDY_KINDS), audit_events.c.subject.in_(list(own_studies))
         )
-    else:  # a doctor's own requests
-        about_studies = and_(audit_events.c.kind.in_(STUDY_KINDS), audit_events.c.actor == username)
+    else:  # a doctor's own requests about studies (not the decisions about a role's pages)
+        about_studies = and_(
+            audit_events.c.kind.in_(STUDY_KINDS),
+            audit_events.c.actor == username,
+            audit_events.c.subject.not_in([a.value for a in Action]),
+        )
     offset, limit = max(0, offset), max(1, limit)
     query = (
         select(audit_events)
