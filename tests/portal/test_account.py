@@ -186,6 +186,9 @@ def test_totp_change(portal: Portal) -> None:
     assert c.post("/account/totp", data={"password": PASSWORD}).status_code == 403  # no CSRF
     r = c.post("/account/totp", data={**form, "password": "wrong password here", "code": "1"})
     assert r.status_code == 401
+    # the code cyd's last login used is refused: a replay, though inside the window
+    replayed = totp.code_at(portal.secrets["cyd"], portal.clock.now() - timedelta(seconds=31))
+    assert c.post("/account/totp", data={**form, "code": replayed}).status_code == 401
     r = c.post("/account/totp", data={**form, "code": portal.code("cyd")})
     assert r.status_code == 200, r.text
     new_secret, ticket = _SECRET.search(r.text), _TICKET.search(r.text)
