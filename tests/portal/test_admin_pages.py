@@ -185,8 +185,11 @@ def test_recover_shows_a_new_link_and_ends_the_sessions(portal: Portal) -> None:
     assert again.get(f"/api/studies/{portal.series['cyd'].study_uid}/archive").status_code == 200
     recovered = [e for e in gw.audit.entries() if e.kind == "user.recovered"]
     assert recovered and recovered[-1].subject == "cyd" and PASSPHRASE not in recovered[-1].detail
-    # and cyd sees the recovery on the Activity page
-    assert "user.recovered" in again.get("/activity").text
+    # and cyd sees the recovery on the Activity page, and the record handed over on-chain
+    activity = again.get("/activity").text
+    assert "user.recovered" in activity and "patient.linked" in activity
+    chain = activity.split('id="chain-activity"', 1)[1].split("</table>", 1)[0]
+    assert "RecordTransferred" in chain and portal.series["cyd"].study_uid in chain
 
 
 def test_audit_page_pages_and_shows_a_broken_chain(portal: Portal) -> None:
