@@ -356,3 +356,28 @@ class Sessions:
             )
         self.keyring.drop(families)
         return int(done.rowcount)
+
+    def end_others(self, user_id: int, keep_family: str, reason: str) -> int:
+        """End every session and token of ``user_id`` except the family ``keep_family`` (the
+        one that asked: a password change logs out everything else); how many were live."""
+        now = self._clock.now().isoformat()
+        with self._db.write() as conn:
+            families = {
+                r.family
+                for r in conn.execute(
+                    select(auth_sessions.c.family).where(
+                        auth_sessions.c.user_id == user_id, auth_sessions.c.family != keep_family
+                    )
+                )
+            }
+            done = conn.execute(
+                update(auth_sessions)
+                .where(
+                    auth_sessions.c.user_id == user_id,
+                    auth_sessions.c.family != keep_family,
+                    auth_sessions.c.ended_at.is_(None),
+                )
+                .values(ended_at=now, ended_reason=reason)
+            )
+        self.keyring.drop(families)
+        return int(done.rowcount)
