@@ -55,6 +55,9 @@ SERIES_KEYS = frozenset(
         "SeriesTime", "NumberOfSeriesRelatedInstances",
     }
 )  # fmt: skip
+_PATIENT_KEYS = frozenset(
+    {"PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex"}
+)
 INSTANCE_KEYS = frozenset(kw for kw, _ in INDEXED.values()) - STUDY_KEYS - SERIES_KEYS
 LEVEL_KEYS = {
     "study": STUDY_KEYS,
@@ -154,27 +157,44 @@ class QidoSearch:
             )
         return query
 
-    def _patient_attrs(self, r: Any) -> Attributes:
+    def _patient_attrs(self, r: Any, only: frozenset[str] | None = None) -> Attributes:
+        """The patient's attributes (``only``: just those, to test a term before opening
+        the rest: one decryption per term, not per column, for a patient that misses)."""
         o, pk = self._c.open_values, r.patient_key
+        sealed = {
+            "PatientName": ("name", r.name_sealed),
+            "PatientID": ("patient_id", r.patient_id_sealed),
+            "IssuerOfPatientID": ("issuer", r.issuer_sealed),
+            "PatientBirthDate": ("birth_date", r.birth_date_sealed),
+            "PatientSex": ("sex", r.sex_sealed),
+        }
         return {
-            "PatientName": o("patients", "name", pk, r.name_sealed),
-            "PatientID": o("patients", "patient_id", pk, r.patient_id_sealed),
-            "IssuerOfPatientID": o("patients", "issuer", pk, r.issuer_sealed),
-            "PatientBirthDate": o("patients", "birth_date", pk, r.birth_date_sealed),
-            "PatientSex": o("patients", "sex", pk, r.sex_sealed),
+            kw: o("patients", col, pk, value)
+            for kw, (col, value) in sealed.items()
+            if only is None or kw in only
         }
 
-    def _study_attrs(self, r: Any, patient: Attributes) -> Attributes:
+    def _study_attrs(
+        self, r: Any, patient: Attributes, only: frozenset[str] | None = None
+    ) -> Attributes:
         o, uid = self._c.open_values, r.study_uid
+        sealed = {
+            "AccessionNumber": ("accession", r.accession_sealed),
+            "StudyDescription": ("description", r.description_sealed),
+            "ReferringPhysicianName": ("referring", r.referring_sealed),
+            "StudyID": ("study_id", r.study_id_sealed),
+        }
+        opened = {
+            kw: o("studies", col, uid, value)
+            for kw, (col, value) in sealed.items()
+            if only is None or kw in only
+        }
         return {
             **patient,
+            **opened,
             "StudyInstanceUID": [uid],
             "StudyDate": _opt(r.study_date),
             "StudyTime": _opt(r.study_time),
-            "AccessionNumber": o("studies", "accession", uid, r.accession_sealed),
-            "StudyDescription": o("studies", "description", uid, r.description_sealed),
-            "ReferringPhysicianName": o("studies", "referring", uid, r.referring_sealed),
-            "StudyID": o("studies", "study_id", uid, r.study_id_sealed),
             "ModalitiesInStudy": [m for m in r.modalities.split("\\") if m],
             "NumberOfStudyRelatedSeries": [r.num_series],
             "NumberOfStudyRelatedInstances": [r.num_instances],
@@ -184,19 +204,23 @@ class QidoSearch:
         terms = q.at(STUDY_KEYS)
         with self._db.read() as conn:
             rows = conn.execute(self._study_select(q, visible)).all()
-        patient_terms = [t for t in terms if t.keyword.startswith("Patient")]
+        patient_terms = [t for t in terms if t.keyword in _PATIENT_KEYS]
+        wanted_p = frozenset(t.keyword for t in patient_terms)
+        wanted_s = frozenset(t.keyword for t in terms)
         found = []
-        people: dict[str, Attributes | None] = {}  # one decryption per patient
+        people: dict[str, Attributes | None] = {}  # one look per patient
         for r in rows:
             if r.patient_key not in people:
-                patient = self._patient_attrs(r)
-                people[r.patient_key] = patient if _keep(patient, patient_terms) else None
+                first = self._patient_attrs(r, wanted_p)
+                people[r.patient_key] = (
+                    self._patient_attrs(r) if _keep(first, patient_terms) else None
+                )
             person = people[r.patient_key]
             if person is None:
                 continue
-            attrs = self._study_attrs(r, person)
-            if _keep(attrs, terms):
-                found.append(attrs)
+            if not _keep(self._study_attrs(r, person, wanted_s), terms):
+                continue
+            found.append(self._study_attrs(r, person))
         return found
 
     def studies(self, q: QidoQuery, visible: Visible | None) -> QidoPage:

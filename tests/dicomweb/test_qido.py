@@ -453,6 +453,16 @@ def test_orthanc_case_accept(world: World, accept: str, status: int) -> None:
         assert r.headers["content-type"] == "application/problem+json"
 
 
+def test_lower_level_key_is_ignored_with_a_warning(world: World) -> None:
+    """An instance-level key on /studies cannot be matched there: ignored, and the Warning
+    names it (PS3.18 8.3.4.1), never silently dropped."""
+    r = world.http("ann").get(
+        f"{world.dicomweb_url}/studies", params={"SOPInstanceUID": "1.2.3"}, timeout=60
+    )
+    assert r.status_code == 200
+    assert "ignored: SOPInstanceUID" in r.headers["Warning"]
+
+
 def test_fuzzymatching_warning(world: World) -> None:
     r = world.http("ann").get(
         f"{world.dicomweb_url}/studies", params={"fuzzymatching": "true", "PatientName": "m*"}
