@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from gateway.errors import InvalidInputError
@@ -40,6 +41,7 @@ class InvalidQueryError(InvalidInputError):
         self.keyword = keyword
 
 
+@lru_cache(maxsize=256)
 def wildcard(pattern: str, ignore_case: bool) -> re.Pattern[str]:
     """A DICOM wildcard as a regex: ``*`` any run, ``?`` one Unicode character."""
     parts = (".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern)

@@ -9,6 +9,7 @@ pydicom's data dictionary. An empty attribute is rendered as ``{"vr": ...}`` wit
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
@@ -33,12 +34,14 @@ INSTANCE_RETURN = (
 )  # fmt: skip
 
 
+@lru_cache(maxsize=4096)
 def tag_of(keyword: str) -> int | None:
     """The tag of a dictionary keyword, or None."""
     tag = tag_for_keyword(keyword)
     return None if tag is None else int(tag)
 
 
+@lru_cache(maxsize=4096)
 def keyword_of(key: str) -> str | None:
     """A query key as a keyword: a keyword itself, or eight hex digits of a tag (either
     case, as OHIF sends them); None when neither names a dictionary attribute."""
@@ -48,6 +51,7 @@ def keyword_of(key: str) -> str | None:
     return key if tag_for_keyword(key) is not None else None
 
 
+@lru_cache(maxsize=4096)
 def vr_of(keyword: str) -> str:
     """The attribute's VR (the first, for the dictionary's ambiguous ones like US or SS)."""
     tag = tag_of(keyword)
