@@ -43,6 +43,8 @@ system-deps:
 	command -v runuser >/dev/null || missing="$$missing util-linux"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v Orthanc >/dev/null || missing="$$missing orthanc"; \
+	ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so >/dev/null 2>&1 || missing="$$missing orthanc-dicomweb"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
