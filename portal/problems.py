@@ -75,6 +75,22 @@ CATALOGUE: dict[str, tuple[int, str, str]] = {
         "A report with this nonce was already received from this device.",
     ),
     "invalid-input": (400, "Invalid input", "The request is not acceptable as sent."),
+    "too-large": (
+        413,
+        "Request too large",
+        "The body, or one instance in it, is over the limit the detail names"
+        " (portal.max_body_mb, ingest.max_instance_mb). Nothing was stored.",
+    ),
+    "unsupported-media-type": (
+        415,
+        "Unsupported media type",
+        "The body is not of a media type this resource takes; the detail names the one it does.",
+    ),
+    "not-acceptable": (
+        406,
+        "Not acceptable",
+        "No media type the Accept header allows can be produced; the detail names what can.",
+    ),
     "unauthenticated": (
         401,
         "Not logged in",
