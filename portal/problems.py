@@ -86,10 +86,17 @@ CATALOGUE: dict[str, tuple[int, str, str]] = {
         "Unsupported media type",
         "The body is not of a media type this resource takes; the detail names the one it does.",
     ),
+    "invalid-query": (
+        400,
+        "Invalid query",
+        "A QIDO-RS query key or value is not valid (the detail and the key member name it):"
+        " an unknown attribute, a value not of its VR, a range that ends before it starts.",
+    ),
     "not-acceptable": (
         406,
         "Not acceptable",
-        "No media type the Accept header allows can be produced; the detail names what can.",
+        "None of the media types the Accept header allows can be served for this resource;"
+        " the detail (or the accept member) names what can.",
     ),
     "unauthenticated": (
         401,
