@@ -6,7 +6,7 @@ use, and it does not care about the subtype, only the boundary); this module add
 STOW-RS needs around it: the request's media type and the parts' (415 for anything but
 application/dicom), a limit per part (``ingest.max_instance_mb``: 413, since ingest would
 refuse a larger instance anyway), each part spooled as it arrives (``gateway.spool``:
-encrypted past its first MiB), and a body that ends before its closing boundary or holds no
+encrypted, one file per request), and a body that ends before its closing boundary or holds no
 part refused (400). The whole body is in before anything is stored.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from gateway.spool import Spool
+from gateway.spool import Spool, SpoolFile
 from portal.problems import ProblemError
 
 DICOM = b"application/dicom"
@@ -51,7 +51,7 @@ class RelatedBody:
     """A multipart/related body fed chunk by chunk; each part ends up in a ``Spool``."""
 
     def __init__(self, boundary: bytes, folder: Path, max_part_bytes: int) -> None:
-        self._folder = folder
+        self._spool = SpoolFile(folder)
         self._max_part = max_part_bytes
         self.parts: list[Spool] = []
         self._current: Spool | None = None
@@ -69,6 +69,7 @@ class RelatedBody:
                     "on_header_end": self._header_end,
                     "on_headers_finished": self._headers_finished,
                     "on_part_data": self._part_data,
+                    "on_part_end": self._part_end,
                     "on_end": self._end,
                 },
             )
@@ -99,7 +100,7 @@ class RelatedBody:
                 f"part {n} is {media.decode('latin-1') or 'untyped'}: STOW-RS takes"
                 " application/dicom parts only",
             )
-        self._current = Spool(self._folder)
+        self._current = self._spool.part()
         self.parts.append(self._current)
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
@@ -113,6 +114,10 @@ class RelatedBody:
                 f"part {len(self.parts)} exceeds the instance limit of {mb:g} MiB"
                 " (ingest.max_instance_mb)",
             )
+
+    def _part_end(self) -> None:
+        if self._current is not None:
+            self._current.finish()
 
     def _end(self) -> None:
         self._ended = True
@@ -142,6 +147,5 @@ class RelatedBody:
 
     def close(self) -> None:
         """Forget every part (spooled files go, keys with them)."""
-        for part in self.parts:
-            part.close()
+        self._spool.close()
         self.parts = []
