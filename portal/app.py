@@ -22,7 +22,7 @@ from portal import csrf, dicomweb, problems
 from portal.deps import LoginRequired
 from portal.dicomweb.cors import DicomwebCors
 from portal.headers import SecurityHeaders
-from portal.routers import admin, auth, pages, posture, studies, system, tokens
+from portal.routers import account, admin, auth, pages, posture, studies, system, tokens
 from portal.templating import HERE
 
 
@@ -72,6 +72,8 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.include_router(studies.router)
     app.include_router(auth.router)
     app.include_router(pages.router)
+    app.include_router(account.router)
+    app.include_router(account.api)
     app.include_router(admin.router)
     app.include_router(dicomweb.router)
     app.add_middleware(
