@@ -63,9 +63,11 @@ def accepts_dicom_json(accept: str | None) -> bool:
     return False
 
 
-def _base_url(request: Request) -> str:
-    """Where this DICOMweb service is, as the client reached it (RetrieveURLs start here)."""
-    return str(request.base_url).rstrip("/") + "/dicom-web"
+def _base_url(request: Request, gw: Gateway) -> str:
+    """Where this DICOMweb service is (RetrieveURLs start here): ``accounts.public_url`` as
+    users reach it (behind a proxy too), as QIDO-RS does; else as this client reached it."""
+    public = gw.settings.accounts.public_url
+    return (public or str(request.base_url).rstrip("/")) + "/dicom-web"
 
 
 async def _store(request: Request, caller: Any, gw: Gateway, study: str | None) -> Response:
@@ -98,7 +100,7 @@ async def _store(request: Request, caller: Any, gw: Gateway, study: str | None) 
     if result.studies and gw.anchoring is not None:
         gw.anchoring.association_ended(result.studies)  # seal and anchor them soon
     return JSONResponse(
-        stow.response_document(result, _base_url(request)),
+        stow.response_document(result, _base_url(request, gw)),
         status_code=result.http_status,
         media_type=DICOM_JSON,
     )
