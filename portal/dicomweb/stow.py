@@ -31,7 +31,7 @@ from gateway.validation import is_valid_uid
 from portal.authz import authorize
 from portal.deps import GatewayDep
 from portal.dicomweb.deps import DicomwebCallerDep
-from portal.dicomweb.multipart import RelatedBody, boundary_of
+from portal.dicomweb.stow_body import RelatedBody, boundary_of
 from portal.problems import ProblemError
 
 log = logging.getLogger("ztbridge.portal")
