@@ -128,7 +128,9 @@ def _deny(rule: str, reason: str, visibility: Visibility) -> Decision:
 
 _STUDY_ACTIONS = frozenset({Action.READ, Action.READ_METADATA, Action.SHARE, Action.REVOKE})
 _ROLE_ACTIONS: dict[Action, frozenset[Role]] = {
-    Action.UPLOAD: frozenset({Role.TECHNOLOGIST}),
+    # STOW-RS (issue 10): technologists at the modality, admins for migrations; an upload
+    # reads nothing back, so the admin still reads no image.
+    Action.UPLOAD: frozenset({Role.TECHNOLOGIST, Role.ADMIN}),
     Action.MANAGE_ACCOUNTS: frozenset({Role.ADMIN}),
     Action.MANAGE_DEVICES: frozenset({Role.ADMIN}),
     Action.READ_AUDIT: frozenset({Role.AUDITOR, Role.ADMIN}),

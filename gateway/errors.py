@@ -29,6 +29,14 @@ class DatasetRefusedError(InvalidInputError):
         self.status = status
 
 
+class UidRefusedError(DatasetRefusedError):
+    """One of the UIDs an instance is keyed on is missing or not a valid UID (PS3.5 9.1).
+
+    Its own class because STOW-RS answers it 400 for the whole request: a response names
+    each instance by its UIDs (UI, at most 64 characters), so one it cannot name is a
+    malformed request, not a failed instance (C-STORE still answers 0xA900)."""
+
+
 class NotFoundError(ZtbridgeError):
     """Something asked for by identifier does not exist."""
 

@@ -17,14 +17,14 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import bindparam, insert, select
 
 from gateway import crypto
 from gateway.audit import AuditEvent, AuditLog
 from gateway.clock import Clock
-from gateway.dataset import DEFLATED, file_meta, refuse_file_meta, scan
+from gateway.dataset import DEFLATED, Scan, file_meta, refuse_file_meta, scan
 from gateway.deflated import InflateLimits, inflate_checked
 from gateway.dimse_status import (
     STATUS_CANNOT_UNDERSTAND,
@@ -41,7 +41,7 @@ from gateway.keys import StudyKey, StudyKeyCache
 from gateway.keywraps import NO_RECIPIENTS, RecipientDirectory, insert_rows, new_key_rows
 from gateway.logsafe import shown
 from gateway.metadata import WANTED, first_strings, read_indexed
-from gateway.pixels import check_geometry, facts_from_doc
+from gateway.pixels import GeometryVerdict, check_geometry, facts_from_doc
 from gateway.settling import Settling, Withdrawn, record_watermark, withdraw
 from gateway.store.base import ContentStore, PendingObject
 from gateway.validation import required_identifiers
@@ -113,6 +113,17 @@ class Receipt:
     def ok(self) -> bool:
         """Whether the sender may consider the instance safely stored."""
         return self.outcome is not Outcome.REFUSED
+
+
+class _Examined(NamedTuple):
+    """What the checks before any storage found out about an instance."""
+
+    plain: bytes | memoryview  # the data set as scanned (the header alone, when deflated)
+    layout: Scan
+    doc: dict[str, Any]
+    geometry: GeometryVerdict
+    strings: dict[str, str]
+    ids: dict[str, str]
 
 
 def _patient_mismatch(patient_id: str) -> DatasetRefusedError:
@@ -218,7 +229,14 @@ class Ingestor:
             log.error("could not audit a refusal: %s", e)
         return Receipt(Outcome.REFUSED, status, sop_uid, reason=reason)
 
-    def _ingest(self, incoming: Incoming, origin: Origin) -> Receipt:
+    def identify(self, incoming: Incoming) -> dict[str, str]:
+        """The identifiers ``ingest`` would key this instance on, checked exactly as
+        ``ingest`` checks them, without storing anything (STOW-RS checks every part of a
+        request before it stores the first). Raises ``DatasetRefusedError``."""
+        return self._examine(incoming).ids
+
+    def _examine(self, incoming: Incoming) -> _Examined:
+        """Size, transfer syntax, one scan, identifiers: every check that needs no index."""
         raw = incoming.dataset
         ts = incoming.transfer_syntax
         if len(raw) > self._max_bytes:
@@ -246,6 +264,12 @@ class Ingestor:
             incoming.declared_sop_instance,
             self._require_patient_id,
         )
+        return _Examined(plain, layout, doc, geometry, strings, ids)
+
+    def _ingest(self, incoming: Incoming, origin: Origin) -> Receipt:
+        raw = incoming.dataset
+        ts = incoming.transfer_syntax
+        plain, layout, doc, geometry, strings, ids = self._examine(incoming)
         sop_uid, study_uid = ids["SOPInstanceUID"], ids["StudyInstanceUID"]
         # The hash runs on the second core (hashlib releases the GIL) while this thread
         # encrypts and content-addresses; it is needed early only for a UID seen before.

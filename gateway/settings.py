@@ -214,6 +214,31 @@ class PortalSettings(_Section):
         le=1 << 20,
         description="largest request line plus headers; larger gets 431",
     )
+    max_body_mb: int = Field(
+        2048,
+        ge=1,
+        le=1 << 20,
+        description=(
+            "largest request body in MiB (a STOW-RS upload of a CT series is the largest);"
+            " a larger Content-Length gets 413 before the body is read, a chunked body 413"
+            " as soon as it passes the limit"
+        ),
+    )
+    body_window_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description=(
+            "a request body must deliver body_min_kib within each window of this many seconds"
+            " (while the app reads it); slower gets 408 and close"
+        ),
+    )
+    body_min_kib: int = Field(
+        16,
+        ge=1,
+        le=1 << 20,
+        description="KiB a request body must deliver per body_window_seconds",
+    )
     hsts_max_age_seconds: int = Field(
         31536000,
         ge=0,

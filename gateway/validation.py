@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 
 from gateway.dimse_status import STATUS_DATASET_MISMATCH
-from gateway.errors import DatasetRefusedError
+from gateway.errors import DatasetRefusedError, UidRefusedError
 
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
@@ -15,6 +15,13 @@ REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesIns
 def is_valid_uid(value: str) -> bool:
     """PS3.5 9.1: digits and dots, no leading zeros in a component, at most 64 characters."""
     return 0 < len(value) <= 64 and _UID.match(value) is not None
+
+
+def _uid_fault(value: str) -> str:
+    """Why ``value`` is not a UID, for the sender to fix."""
+    if len(value) > 64:
+        return f"{len(value)} characters, at most 64"
+    return "digits and dots only, no empty or zero-led component"
 
 
 def _text(values: Mapping[str, str], keyword: str) -> str:
@@ -37,10 +44,11 @@ def required_identifiers(
     for keyword in REQUIRED_UIDS:
         value = _text(ds, keyword)
         if not value:
-            raise DatasetRefusedError(f"{keyword} is missing", STATUS_DATASET_MISMATCH)
+            raise UidRefusedError(f"{keyword} is missing", STATUS_DATASET_MISMATCH)
         if not is_valid_uid(value):
-            raise DatasetRefusedError(
-                f"{keyword} {value[:80]!r} is not a valid UID", STATUS_DATASET_MISMATCH
+            raise UidRefusedError(
+                f"{keyword} {value[:80]!r} is not a valid UID ({_uid_fault(value)})",
+                STATUS_DATASET_MISMATCH,
             )
         found[keyword] = value
     patient_id = _text(ds, "PatientID")

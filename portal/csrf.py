@@ -28,6 +28,9 @@ HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: Forms that must carry a token even without a logged-in session.
 FORM_PATHS = ("/login", "/enroll/", "/logout")
+#: Where a cookie never authorizes a state change (``portal.dicomweb.deps`` answers 401 to
+#: a cookie-only STOW-RS), so there is nothing for a forged request to ride on.
+COOKIE_NEVER_WRITES = ("/dicom-web/",)
 
 
 def _key(request: Request) -> bytes:
@@ -73,6 +76,8 @@ def _bearer(request: Request) -> bool:
 async def check(request: Request) -> None:
     """403 problem+json for a state-changing request without the right token."""
     if request.method in SAFE_METHODS or _bearer(request):
+        return
+    if request.url.path.startswith(COOKIE_NEVER_WRITES):
         return
     cookie = request.cookies.get(COOKIE)
     is_form = request.url.path.startswith(FORM_PATHS)

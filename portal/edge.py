@@ -33,6 +33,17 @@ what it lacks at the asyncio level, where it costs nothing per byte:
   whatever arrives meanwhile: 408 problem document, then close), malformed requests answered
   with a problem document (400; 431 past ``max_header_bytes``) carrying the portal's security
   headers, and its slot in the table released when it closes.
+* Request bodies (``max_body_bytes``, ``body_window`` / ``body_min_bytes``): a declared
+  ``Content-Length`` over the limit gets 413 as soon as the head is in, before a byte of
+  the body is read; a chunked body is counted as it arrives (on the wire, chunk framing
+  included) and gets 413 the moment it passes the limit. A body must deliver
+  ``body_min_bytes`` in each window of ``body_window`` seconds, or it gets 408: a client
+  that trickles a STOW-RS upload cannot hold a slot and a request task for hours. A window
+  in which the app is not reading (uvicorn paused the socket: flow control) does not count
+  against the client. The refused request's app task sees a disconnect, so a route that
+  spools its body (STOW-RS) stores nothing; after the problem document the connection
+  drains what the client still sends for a moment (``LINGER_SECONDS``, as nginx's
+  lingering close does), so the client reads the answer instead of a reset.
 
 Memory: each TLS connection costs ~0.3 MB (asyncio's SSL transport keeps a 256 KiB read
 buffer per connection), so the caps bound it: ``max_connections`` x 0.3 MB. After a burst,
@@ -83,6 +94,15 @@ class EdgeLimits:
     max_header_bytes: int
     hsts_max_age: int
     tls: ssl.SSLContext | None
+    max_body_bytes: int = 2048 << 20
+    body_window: float = 10.0
+    body_min_bytes: int = 16 << 10
+
+
+#: Seconds a refused body is still read (and dropped) before the connection is closed, so
+#: the client gets to read the 408/413 instead of a TCP reset; bounded in bytes as well.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 8 << 20
 
 
 class Slot:
@@ -214,6 +234,10 @@ class EdgeH11Protocol(H11Protocol):
         self.slot = slot
         self.limits = limits
         self._head_deadline: asyncio.TimerHandle | None = None
+        self._body_clock: asyncio.TimerHandle | None = None
+        self._body_bytes = 0  # this request's body so far, on the wire
+        self._window_bytes = 0  # of it, in the current window
+        self._lingering = -1  # bytes dropped since a body was refused; -1: not refused
 
     @property
     def _too_long(self) -> str:
@@ -271,24 +295,128 @@ class EdgeH11Protocol(H11Protocol):
         return _HEAD_END.search((buffered + data)[: limit + 4]) is None
 
     def data_received(self, data: bytes) -> None:
-        """uvicorn's; once a whole request head is in, its clock stops."""
+        """uvicorn's; once a whole request head is in, its clock stops and the body's
+        starts; the body is counted against its limit as it arrives."""
+        if self._lingering >= 0:  # refused: drop what the client still sends, then close
+            self._lingering += len(data)
+            if self._lingering > LINGER_BYTES:
+                self.transport.close()
+            return
         if self.conn.their_state is h11.IDLE and self._head_too_long(data):
             self.table.events["answered: malformed request (431)"] += 1
             self._stop_head_clock()
             self._answer(431, self._too_long)
             return
+        in_body = self.conn.their_state is h11.SEND_BODY
         super().data_received(data)
-        if self._head_deadline is not None and self._head_arrived():
+        if in_body:
+            self._count_body(len(data))
+        elif self._head_deadline is not None and self._head_arrived():
             self._stop_head_clock()
             self.table.set_busy(self.slot, True)
+            self._body_started()
+
+    # -- request bodies -----------------------------------------------------------------
+
+    def _declared_length(self) -> int | None:
+        """The request's Content-Length (h11 has refused conflicting or malformed ones)."""
+        for name, value in self.headers:
+            if name == b"content-length":
+                return int(value)
+        return None
+
+    def _body_started(self) -> None:
+        """A head is in: refuse a declared length over the limit, else start the body's
+        clock if a body is still to come."""
+        self._body_bytes = self._window_bytes = 0
+        cycle = self.cycle
+        declared = self._declared_length()
+        if declared is not None and declared > self.limits.max_body_bytes:
+            for task in self.tasks:  # its app task has not run yet: it never will
+                task.cancel()
+            self._refuse_body(413, self._body_too_large(f"Content-Length {declared}"))
+            return
+        if cycle is not None:  # what uvicorn already took from this read
+            self._body_bytes = self._window_bytes = len(cycle.body)
+        if self.conn.their_state is h11.SEND_BODY:
+            self._arm_body_clock()
+
+    def _body_too_large(self, what: str) -> str:
+        mb = self.limits.max_body_bytes / (1 << 20)
+        return f"{what} exceeds the request body limit of {mb:g} MiB (portal.max_body_mb)"
+
+    def _count_body(self, n: int) -> None:
+        self._body_bytes += n
+        self._window_bytes += n
+        if self._body_bytes > self.limits.max_body_bytes:
+            self._refuse_body(413, self._body_too_large("the request body"))
+        elif self.conn.their_state is not h11.SEND_BODY:
+            self._stop_body_clock()  # the whole body is in
+            if self.conn.their_state is h11.IDLE and self._head_deadline is None:
+                self._await_head()  # it was answered early: the next head is on the clock
+
+    def _arm_body_clock(self) -> None:
+        self._stop_body_clock()
+        self._body_clock = self.loop.call_later(self.limits.body_window, self._body_tick)
+
+    def _stop_body_clock(self) -> None:
+        if self._body_clock is not None:
+            self._body_clock.cancel()
+            self._body_clock = None
+
+    def _body_tick(self) -> None:
+        """End of a window: enough bytes, or the app was not reading, or 408."""
+        self._body_clock = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.SEND_BODY:
+            return
+        delivered, self._window_bytes = self._window_bytes, 0
+        cycle = self.cycle
+        waiting_for_us = self.flow.read_paused or (
+            cycle is not None and cycle.waiting_for_100_continue
+        )
+        if waiting_for_us or delivered >= self.limits.body_min_bytes:
+            self._arm_body_clock()
+            return
+        self._refuse_body(
+            408,
+            f"the request body delivered {delivered} bytes in"
+            f" {self.limits.body_window:g} s, less than the"
+            f" {self.limits.body_min_bytes // 1024} KiB required"
+            " (portal.body_min_kib per portal.body_window_seconds)",
+        )
+
+    def _refuse_body(self, status: int, detail: str) -> None:
+        """Cut a request whose body is too large or too slow: the app sees a disconnect
+        (nothing it spooled is used), the client a problem document if no response has
+        begun, then a short lingering drain and close."""
+        self._stop_body_clock()
+        self.table.events[f"refused: request body ({status})"] += 1
+        cycle = self.cycle
+        started = cycle is not None and cycle.response_started and not cycle.response_complete
+        if cycle is not None:
+            cycle.disconnected = True
+            cycle.message_event.set()
+        self.flow.resume_reading()
+        if started:  # a response is half written: nothing can follow it
+            self.transport.close()
+            return
+        self.transport.write(
+            problem_bytes(status, detail, self.scheme == "https", self.limits.hsts_max_age)
+        )
+        self._lingering = 0
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
     def on_response_complete(self) -> None:
         """uvicorn's; a kept-alive connection then waits for its next head, on the clock."""
         super().on_response_complete()
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._lingering >= 0:
             return
+        if self.conn.their_state is h11.SEND_BODY:
+            return  # answered before its body was read: the body's clock keeps running
+        self._stop_body_clock()
         if self._head_arrived():  # a pipelined request was already in
             self.table.set_busy(self.slot, True)
+            self._body_started()
         else:
             self._await_head()
 
@@ -312,6 +440,7 @@ class EdgeH11Protocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         """uvicorn's, and the slot is free again."""
         self._stop_head_clock()
+        self._stop_body_clock()
         self.table.release(self.slot)
         super().connection_lost(exc)
 

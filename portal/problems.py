@@ -75,6 +75,17 @@ CATALOGUE: dict[str, tuple[int, str, str]] = {
         "A report with this nonce was already received from this device.",
     ),
     "invalid-input": (400, "Invalid input", "The request is not acceptable as sent."),
+    "too-large": (
+        413,
+        "Request too large",
+        "The body, or one instance in it, is over the limit the detail names"
+        " (portal.max_body_mb, ingest.max_instance_mb). Nothing was stored.",
+    ),
+    "unsupported-media-type": (
+        415,
+        "Unsupported media type",
+        "The body is not of a media type this resource takes; the detail names the one it does.",
+    ),
     "invalid-query": (
         400,
         "Invalid query",
@@ -85,7 +96,7 @@ CATALOGUE: dict[str, tuple[int, str, str]] = {
         406,
         "Not acceptable",
         "None of the media types the Accept header allows can be served for this resource;"
-        " the accept member names what can.",
+        " the detail (or the accept member) names what can.",
     ),
     "unauthenticated": (
         401,

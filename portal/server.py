@@ -104,6 +104,9 @@ def edge_limits(settings: Settings, ctx: ssl.SSLContext | None) -> EdgeLimits:
         max_header_bytes=s.max_header_bytes,
         hsts_max_age=s.hsts_max_age_seconds,
         tls=ctx,
+        max_body_bytes=s.max_body_mb << 20,
+        body_window=s.body_window_seconds,
+        body_min_bytes=s.body_min_kib << 10,
     )
 
 

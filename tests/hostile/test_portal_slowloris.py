@@ -7,6 +7,10 @@ document, the 101st from an address must be refused, an ordinary request from an
 address must be served meanwhile, and the gateway's memory must come back near where it was
 once the attack is over. On the code before the guard none was ever closed (the bench,
 ``bench/portal_slowloris.py``, shows 1500 still open after 30 s and 600 MB kept after).
+
+The same for request bodies (issue 10, before STOW-RS): 100 connections that send a whole
+head and then trickle their body must each get a 408 at the body window, and a body declared
+larger than ``portal.max_body_mb`` a 413 before it is read.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ HEADER_TIMEOUT = 5.0  # long enough to open one address's 100 before the first i
 TRICKLE_SECONDS = 0.5
 TRICKLE_LINES = 60  # 30 s: fifteen times the deadline; a connection still open then has won
 HANDSHAKES_AT_ONCE = 25  # the attacker's pace; the suite may share the machine with others
+BODY_ATTACKER = "127.0.0.5"
+BODY_WINDOW = 3.0  # portal.body_window_seconds here (default 10)
 
 
 @dataclass
@@ -62,6 +68,8 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
         ZTBRIDGE_PORTAL__TLS_HANDSHAKE_TIMEOUT="30",
         ZTBRIDGE_PORTAL__MAX_CONNECTIONS_PER_ADDRESS=str(PER_ADDRESS),
         ZTBRIDGE_PORTAL__MAX_CONNECTIONS=str(len(ATTACKERS) * PER_ADDRESS + 50),
+        ZTBRIDGE_PORTAL__BODY_WINDOW_SECONDS=str(BODY_WINDOW),
+        ZTBRIDGE_PORTAL__MAX_BODY_MB="1",
         ZTBRIDGE_LEDGER__ENABLED="false",
     )
     gw.start()
@@ -164,3 +172,58 @@ def test_a_slowloris_is_cut_off_at_the_header_deadline_and_memory_comes_back(
     assert after < baseline + 40e6, (baseline, peak[0], after)
     assert logged(portal.gw, "closed: request headers late (408) x")
     assert logged(portal.gw, "refused: too many from one address x")
+
+
+async def _trickle_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+    """A whole head, then a body at 80 bytes a second (the minimum is 16 KiB a window);
+    what the server sent before it closed (b"" if it never did)."""
+    writer.write(
+        b"POST /api/token HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"
+    )
+    read = asyncio.ensure_future(reader.read())
+    try:
+        for _ in range(TRICKLE_LINES):
+            done, _ = await asyncio.wait({read}, timeout=TRICKLE_SECONDS)
+            if done:
+                return read.result()
+            writer.write(b" " * 40)
+        return b""
+    finally:
+        read.cancel()
+        writer.transport.abort()
+
+
+async def _body_attack(p: Portal) -> tuple[list[bytes], int]:
+    pace = asyncio.Semaphore(HANDSHAKES_AT_ONCE)
+    conns = await asyncio.gather(*(_open(p, BODY_ATTACKER, pace) for _ in range(PER_ADDRESS)))
+    trickles = [asyncio.ensure_future(_trickle_body(*c)) for c in conns]
+    ordinary = await asyncio.to_thread(_ordinary, p)
+    return list(await asyncio.gather(*trickles)), ordinary
+
+
+def test_trickled_bodies_are_cut_off_at_the_body_window(portal: Portal) -> None:
+    answers, ordinary = asyncio.run(_body_attack(portal))
+    statuses = Counter(a.split(b"\r\n", 1)[0].decode("latin-1") or "(still open)" for a in answers)
+    assert statuses == Counter({"HTTP/1.1 408 Request Timeout": len(answers)}), statuses
+    assert all(b"portal.body_min_kib" in a for a in answers)
+    assert ordinary == 200
+    assert logged(portal.gw, "refused: request body (408) x")
+
+
+def test_a_body_declared_over_the_limit_is_413_before_it_is_read(portal: Portal) -> None:
+    async def declare() -> bytes:
+        reader, writer = await _open(portal, "127.0.0.6")
+        try:
+            writer.write(
+                b"POST /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: multipart/related; boundary=x\r\n"
+                b"Content-Length: 10000000000\r\n\r\n"
+            )
+            return await asyncio.wait_for(reader.read(), 30)
+        finally:
+            writer.transport.abort()
+
+    answer = asyncio.run(declare())
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+    assert b"portal.max_body_mb" in answer

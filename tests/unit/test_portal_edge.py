@@ -20,8 +20,9 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
+from starlette.requests import ClientDisconnect
 
 from gateway.service import Gateway, open_gateway
 from gateway.settings import load_settings
@@ -33,6 +34,8 @@ from tests.support.tls import self_signed
 
 PER_ADDRESS = 4
 HEAD_BYTES = 4096
+BODY_MB = 1  # portal.max_body_mb of the TLS portal
+MIN_KIB = 8  # portal.body_min_kib per portal.body_window_seconds (1 s)
 
 
 @dataclass
@@ -43,10 +46,23 @@ class Served:
     ctx: ssl.SSLContext | None
     release: threading.Event
     server: PortalServer
+    bodies: list[str]  # what the body-reading route saw of each request: "N bytes" or "cut"
 
 
-def _app(gw: Gateway, release: threading.Event) -> FastAPI:
+def _app(gw: Gateway, release: threading.Event, bodies: list[str]) -> FastAPI:
     app = create_app(gw)
+
+    @app.post("/test/body")
+    async def body(request: Request) -> dict[str, int]:
+        n = 0
+        try:
+            async for chunk in request.stream():
+                n += len(chunk)
+        except ClientDisconnect:
+            bodies.append("cut")
+            raise
+        bodies.append(f"{n} bytes")
+        return {"bytes": n}
 
     @app.get("/test/stream")
     async def stream() -> StreamingResponse:
@@ -82,10 +98,11 @@ def _serve(tmp: Path, mode: str, **portal: Any) -> Iterator[Served]:
     )
     gw = open_gateway(s)
     release = threading.Event()
-    server = PortalServer(gw, "https" if mode == "https" else "http", app=_app(gw, release))
+    bodies: list[str] = []
+    server = PortalServer(gw, "https" if mode == "https" else "http", app=_app(gw, release, bodies))
     server.start()
     try:
-        yield Served(port, ctx, release, server)
+        yield Served(port, ctx, release, server, bodies)
     finally:
         release.set()
         server.stop()
@@ -102,6 +119,9 @@ def tls_portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         max_connections_per_address=PER_ADDRESS,
         max_connections=64,
         max_header_bytes=HEAD_BYTES,
+        max_body_mb=BODY_MB,
+        body_window_seconds=1.0,
+        body_min_kib=MIN_KIB,
     )
 
 
@@ -376,3 +396,63 @@ def test_the_table_counts_per_address_and_pushes_out_the_oldest_idle() -> None:
 )
 def test_ipv6_addresses_are_counted_per_64(peer: str, key: str) -> None:
     assert address_key(peer) == key
+
+
+def _post_head(extra: str) -> bytes:
+    return f"POST /test/body HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode()
+
+
+def test_a_body_within_the_limits_is_served(tls_portal: Served) -> None:
+    body = bytes(BODY_MB << 19)  # half the limit
+    with httpx.Client(verify=tls_portal.ctx) as c:
+        r = c.post(f"https://127.0.0.1:{tls_portal.port}/test/body", content=body)
+    assert r.status_code == 200 and r.json() == {"bytes": len(body)}, r.text
+
+
+def test_a_declared_length_over_the_limit_gets_413_before_the_body(tls_portal: Served) -> None:
+    """413 as soon as the head is in: the route never runs, not a byte of body is read."""
+    seen = len(tls_portal.bodies)
+    sock = connect(tls_portal, "127.0.0.61")
+    sock.sendall(_post_head(f"Content-Length: {(BODY_MB << 20) + 1}\r\n"))
+    status, headers, doc = problem(read_all(sock))
+    assert status == 413 and "portal.max_body_mb" in doc["detail"], doc
+    assert headers["connection"] == "close"
+    assert tls_portal.bodies[seen:] == []  # the app was never called
+
+
+def test_a_chunked_body_is_counted_as_it_arrives(tls_portal: Served) -> None:
+    """No length declared: 413 the moment the body passes the limit, and the route that was
+    reading it sees a disconnect (what it spooled is never used)."""
+    seen = len(tls_portal.bodies)
+    sock = connect(tls_portal, "127.0.0.62")
+    sock.sendall(_post_head("Transfer-Encoding: chunked\r\n"))
+    chunk = b"%x\r\n" % (64 << 10) + bytes(64 << 10) + b"\r\n"
+    for _ in range((BODY_MB << 4) + 2):  # 64 KiB chunks: two past the limit
+        sock.sendall(chunk)
+    status, _, doc = problem(read_all(sock))
+    assert status == 413 and "portal.max_body_mb" in doc["detail"], doc
+    assert tls_portal.bodies[seen:] == ["cut"]
+
+
+def test_a_trickled_body_gets_408(tls_portal: Served) -> None:
+    """A body that delivers less than body_min_kib in a window is cut off, however long it
+    would go on: a slow upload cannot hold a connection and a request task for hours."""
+    seen = len(tls_portal.bodies)
+    sock = connect(tls_portal, "127.0.0.63")
+    sock.sendall(_post_head("Content-Length: 100000\r\n"))
+    got = b""
+    sock.settimeout(0.2)
+    for _ in range(50):  # 100 bytes every 0.2 s: 0.5 KiB a second, under 8 KiB a second
+        try:
+            sock.sendall(bytes(100))
+            got += sock.recv(65536)
+            if got:
+                break
+        except TimeoutError:
+            continue
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
+            break
+    sock.settimeout(10)
+    status, _, doc = problem(got + read_all(sock))
+    assert status == 408 and "portal.body_min_kib" in doc["detail"], doc
+    assert tls_portal.bodies[seen:] == ["cut"]
