@@ -92,7 +92,7 @@ def parse_accept(header: str | None) -> list[MediaRange]:
         if q > 0:
             ranges.append(MediaRange(media_type, params, q))
     ranges.sort(key=lambda r: -r.q)
-    return ranges or [MediaRange("*/*")]
+    return ranges  # empty: every range had q=0, nothing is acceptable
 
 
 @dataclass(frozen=True)
