@@ -52,6 +52,8 @@ def can_transcode(stored: str, target: str) -> bool:
     """Whether ``transcode`` can turn an instance stored in ``stored`` into ``target``."""
     if stored == target:
         return True
+    if stored == BIG_ENDIAN:
+        return False
     plain = stored in UNCOMPRESSED  # big endian is not re-ordered here (pixels would swap)
     if target in UNCOMPRESSED:
         return plain or _decoder_available(stored)

@@ -126,7 +126,7 @@ def negotiate(ranges: list[MediaRange], offers: list[Offer]) -> Choice | None:
                 if r.covers(offer.media_type):
                     return Choice(offer, r.transfer_syntax)
                 continue
-            if r.media_type == "multipart/related":
+            if r.media_type in ("multipart/related", "multipart/*"):
                 wanted = r.part_type
                 if wanted is None or wanted == offer.part_type or wanted == "*/*":
                     return Choice(offer, r.transfer_syntax)
