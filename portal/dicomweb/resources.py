@@ -24,8 +24,24 @@ from typing import Any
 from gateway.access import Action
 from gateway.audit import AuditEvent
 from gateway.errors import RetrieveError
-from gateway.frames import FrameError, FrameSource, frame_source, read_dataset
-from gateway.retrieve import InstanceRef, KeyProvider, retrieve, retrieve_header, study_refs
+from gateway.frames import (
+    EXPLICIT_LE,
+    FrameError,
+    Frames,
+    FrameSource,
+    RangedFrames,
+    frame_source,
+    read_dataset,
+)
+from gateway.retrieve import (
+    InstanceRef,
+    KeyProvider,
+    RangeUnavailableError,
+    retrieve,
+    retrieve_header,
+    retrieve_range,
+    study_refs,
+)
 from gateway.service import Gateway
 from gateway.transcode import TranscodeError, transcode
 from portal.authz import authorize
@@ -35,6 +51,7 @@ from portal.problems import NOT_FOUND_DETAIL, ProblemError
 log = logging.getLogger("ztbridge.dicomweb")
 
 PIXEL_DATA = 0x7FE00010
+RANGED_SYNTAXES = frozenset({EXPLICIT_LE, "1.2.840.10008.1.2"})
 
 
 def not_found() -> ProblemError:
@@ -216,6 +233,38 @@ def instance_dataset(gw: Gateway, caller: Caller, target: Target) -> tuple[Insta
     refs = select(gw, caller, Action.READ, target)
     ref = refs[len(refs) // 2] if target.instance is None else refs[0]
     return ref, read_dataset(whole(gw, caller, ref, caller.keys(gw)))
+
+
+def ranged_frames(gw: Gateway, caller: Caller, target: Target) -> Frames:
+    """The instance's frames, read by range when its pixels are native little-endian and
+    located from its header (only the segments a frame spans are decrypted), else out of
+    the instance read whole (``instance_dataset``)."""
+    refs = select(gw, caller, Action.READ, target)
+    ref, keys = refs[0], caller.keys(gw)
+    if ref.transfer_syntax in RANGED_SYNTAXES:
+
+        def read(a: int, b: int) -> bytes:
+            try:
+                return retrieve_range(ref, gw.store, keys, a, b)
+            except RangeUnavailableError:
+                raise
+            except RetrieveError as e:
+                audit_failure(gw, caller, ref, e)
+                raise
+
+        try:
+            header = retrieve_header(ref, gw.store, keys)
+        except RetrieveError as e:
+            audit_failure(gw, caller, ref, e)
+            raise
+        try:
+            found = RangedFrames.locate(header, read)
+        except RangeUnavailableError:
+            found = None
+        if found is not None:
+            return found
+    check_size(gw, ref)
+    return frames_of(read_dataset(whole(gw, caller, ref, keys)))
 
 
 def frames_of(ds: Any) -> FrameSource:
