@@ -40,7 +40,7 @@ from portal.dicomweb.resources import (
     Target,
     audit_failure,
     element_value,
-    instance_chunks,
+    instance_bodies,
     instance_dataset,
     metadata,
     not_acceptable,
@@ -104,13 +104,8 @@ def _retrieve(gw: Gateway, caller: Caller, target: Target, accept: str | None) -
     boundary = multipart.new_boundary()
 
     def parts() -> Iterator[tuple[str, str | None, Iterator[bytes]]]:
-        for ref in refs:
-            ts = syntax or ref.transfer_syntax
-            yield (
-                f"{DICOM}; transfer-syntax={ts}",
-                None,
-                instance_chunks(gw, caller, ref, keys, syntax),
-            )
+        for ref, chunks in instance_bodies(gw, caller, refs, keys, syntax):
+            yield f"{DICOM}; transfer-syntax={syntax or ref.transfer_syntax}", None, chunks
 
     return StreamingResponse(
         readahead(multipart.coalesce(multipart.stream_parts(boundary, parts()))),
