@@ -1,4 +1,5 @@
-"""docs/conformance.md stays true: the QIDO-RS resources it lists are the routes registered."""
+"""docs/conformance.md stays true: the QIDO-RS and WADO-RS resources it lists are the routes
+registered."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 from fastapi.routing import APIRoute
 
 from gateway.qido_search import INSTANCE_KEYS, SERIES_KEYS, STUDY_KEYS
-from portal.dicomweb import PREFIX, qido
+from portal.dicomweb import PREFIX, qido, wado
 from portal.dicomweb.dicomjson import keyword_of
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "conformance.md"
@@ -43,3 +44,14 @@ def test_qido_matching_keys_are_the_indexed_ones() -> None:
         documented = {k.strip() for k in rows[level].split(",")}
         assert documented == set(keys), level
         assert all(keyword_of(k) == k for k in documented)
+
+
+def test_wado_resources_are_the_registered_routes() -> None:
+    listed = set(re.findall(r"`(GET) (/dicom-web/[^`]+)`", _section("wado-resources")))
+    registered = {
+        (m, PREFIX + r.path.replace("{path:path}", "{path}"))
+        for r in wado.router.routes
+        if isinstance(r, APIRoute)
+        for m in r.methods
+    }
+    assert listed == registered
