@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from gateway.service import Gateway
-from portal import csrf, dicomweb, problems
+from portal import csrf, dicomweb, problems, viewer
 from portal.deps import LoginRequired
 from portal.headers import SecurityHeaders
 from portal.routers import admin, auth, pages, posture, studies, system, tokens
@@ -73,5 +73,6 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(admin.router)
     app.include_router(dicomweb.router)
+    viewer.install(app, gateway.settings.viewer)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     return app
