@@ -71,6 +71,8 @@ class InstanceRef:
     header_cid: str | None = None
     study_uid: str | None = None
     series_uid: str | None = None
+    transfer_syntax: str | None = None  # as stored (the index's); None: not known
+    sop_class_uid: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> InstanceRef:
@@ -86,6 +88,8 @@ class InstanceRef:
             header_cid=m.get("header_cid"),
             study_uid=m.get("study_uid"),
             series_uid=m.get("series_uid"),
+            transfer_syntax=m.get("transfer_syntax"),
+            sop_class_uid=m.get("sop_class_uid"),
         )
 
     @property

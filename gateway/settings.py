@@ -227,6 +227,29 @@ class PortalSettings(_Section):
         return v
 
 
+class DicomwebSettings(_Section):
+    """DICOMweb (``/dicom-web``): what WADO-RS answers with."""
+
+    bulk_data_threshold: int = Field(
+        1024,
+        ge=0,
+        le=1 << 30,
+        description=(
+            "binary values (OB, OW, OD, OF, OL, OV, UN) longer than this many bytes are"
+            " given in metadata as a BulkDataURI instead of inline"
+        ),
+    )
+    max_decode_mb: int = Field(
+        512,
+        ge=1,
+        le=1 << 20,
+        description=(
+            "largest instance (MiB) decrypted whole for frames, bulk data, rendering or"
+            " transcoding; larger answers 406 (retrieval as stored always streams)"
+        ),
+    )
+
+
 class PostureSettings(_Section):
     """Device posture: where policies come from and what a failing report does."""
 
@@ -375,6 +398,7 @@ class Settings(BaseSettings):
     ledger: LedgerSettings = LedgerSettings()
     accounts: AccountsSettings = AccountsSettings()
     sessions: SessionSettings = SessionSettings()
+    dicomweb: DicomwebSettings = DicomwebSettings()
     viewer: ViewerSettings = ViewerSettings()
 
     @classmethod

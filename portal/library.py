@@ -94,14 +94,18 @@ def archive_name(study_uid: str) -> str:
     return f"{study_uid}.zip"
 
 
-def archive(gw: Gateway, caller: Caller, study_uid: str) -> Iterator[bytes]:
+def archive(
+    gw: Gateway, caller: Caller, study_uid: str, series_uid: str | None = None
+) -> Iterator[bytes]:
     """A ZIP of the study's Part-10 files, streamed (``stream-zip``): each instance read
     through ``retrieve`` with the caller's own keys, one chunk at a time, so neither the
     study nor an instance is ever whole in memory. An instance that fails a check aborts
     the download (the ZIP is left without its directory, so no client takes it as whole)
-    and is audited."""
+    and is audited. ``series_uid``: that series only (WADO-RS series as a ZIP)."""
     authorize(gw, caller, Action.READ, study_uid)
     refs = study_refs(gw.db, study_uid)
+    if series_uid is not None:
+        refs = [r for r in refs if r.series_uid == series_uid]
     if not refs:
         raise ProblemError("not-found", NOT_FOUND_DETAIL)
     keys = caller.keys(gw)

@@ -109,6 +109,12 @@ CATALOGUE: dict[str, tuple[int, str, str]] = {
         " yet; try again in a minute).",
     ),
     "not-found": (404, "Not found", "The resource does not exist."),
+    "not-acceptable": (
+        406,
+        "Not acceptable",
+        "Nothing the Accept header allows can be given for this resource; the detail says"
+        " what can (DICOMweb: the stored transfer syntax, transfer-syntax=*, always can).",
+    ),
     "gateway-misconfigured": (
         500,
         "Gateway misconfigured",

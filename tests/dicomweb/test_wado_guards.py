@@ -1,0 +1,66 @@
+"""WADO-RS guards that change the data, so they run on their own in-process world (the
+portal's, ``tests/portal/conftest.py``), never on the shared one: a revoked share stops the
+doctor's next request, and a tampered object in the store is never served (the stream
+aborts before its closing delimiter, and the failure is audited)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.errors import RetrieveError
+from gateway.retrieve import find_instance
+from tests.portal.conftest import Portal, portal
+from tests.unit.test_retrieve import flip_in_packs
+
+__all__ = ["portal"]
+
+
+def _bearer(p: Portal, user: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {p.token(user)['access_token']}"}
+
+
+def test_revoked_share_stops_the_next_request(portal: Portal) -> None:
+    s = portal.series["ann"]
+    ann = portal.login("ann")
+    hdr = {"X-CSRF-Token": portal.csrf(ann)}
+    assert ann.put(f"/api/studies/{s.study_uid}/shares/drlee", headers=hdr).status_code == 200
+    doc, c = _bearer(portal, "drlee"), portal.client()
+    meta = f"/dicom-web/studies/{s.study_uid}/metadata"
+    r = c.get(meta, headers=doc)
+    assert r.status_code == 200 and len(r.json()) == 3
+    sop = r.json()[0]["00080018"]["Value"][0]
+    frame = f"/dicom-web/studies/{s.study_uid}/series/{s.series_uid}/instances/{sop}/frames/1"
+    assert c.get(frame, headers=doc).status_code == 200
+    assert ann.delete(f"/api/studies/{s.study_uid}/shares/drlee", headers=hdr).status_code == 200
+    for path in (meta, frame, f"/dicom-web/studies/{s.study_uid}"):
+        r = c.get(path, headers=doc)  # the same token, the very next request
+        assert r.status_code == 404 and r.json()["detail"] == "no such study", path
+
+
+def test_tampered_instance_aborts_the_stream_and_is_audited(portal: Portal) -> None:
+    s = portal.series["bob"]
+    c, hdr = portal.client(), _bearer(portal, "bob")
+    last = s.files[-1]
+    import pydicom
+
+    sop = str(pydicom.dcmread(last).SOPInstanceUID)
+    ref = find_instance(portal.gw.db, sop)
+    flip_in_packs(portal.gw, portal.gw.store.get(ref.cid)[:4096])
+    with pytest.raises(Exception) as raised:  # the server drops the response mid-body
+        r = c.get(f"/dicom-web/studies/{s.study_uid}", headers=hdr)
+        body = r.content
+        assert not body.endswith(b"--\r\n"), "a tampered study must not look complete"
+    # Starlette re-raises after the response started ("response already started"): the
+    # connection is dropped; what ended it is the integrity failure.
+    cause = raised.value if isinstance(raised.value, RetrieveError) else raised.value.__cause__
+    assert isinstance(cause, RetrieveError) and cause.kind in ("unauthentic", "damaged")
+    events = [
+        e
+        for e in portal.gw.audit.entries()
+        if e.kind == "dicomweb.retrieve" and e.subject == sop and e.outcome == "error"
+    ]
+    assert events, "the failure is audited"
+    # A frame is cut only from a verified instance: an opaque 500, never the bytes.
+    frame = f"/dicom-web/studies/{s.study_uid}/series/{s.series_uid}/instances/{sop}/frames/1"
+    r = c.get(frame, headers=hdr)
+    assert r.status_code == 500 and r.headers["content-type"] == "application/problem+json"
