@@ -107,8 +107,9 @@ def render_app_config(settings: ViewerSettings, prefix: str = PREFIX) -> str:
 
     The data-source options say what ztbridge's DICOMweb does (issue #10): QIDO honours
     ``includefield`` and the ``*``/``?`` wildcards but not fuzzy matching; WADO-RS answers
-    frames and rendered thumbnails, metadata with BulkDataURIs relative to the study; multipart
-    Accept headers are parsed per RFC 7231 so the quotes OHIF can omit are optional either way.
+    frames and thumbnails, and series metadata with BulkDataURIs relative to the series
+    (``instances/{sop}/bulkdata/...``, OHIF's default resolution); multipart Accept headers
+    are parsed per RFC 7231, so the quotes OHIF omits around ``type`` are optional.
     """
     root = DICOMWEB_PREFIX
     config: dict[str, Any] = {
@@ -116,7 +117,9 @@ def render_app_config(settings: ViewerSettings, prefix: str = PREFIX) -> str:
         "routerBasename": prefix,
         "extensions": [],
         "modes": [],
-        "customizationService": {},
+        # OHIF's first-visit tour (a dialog over the image) off, as is the
+        # investigational-use dialog: a doctor opening a study sees the study.
+        "customizationService": {"global": {"ohif.tours": []}},
         "showStudyList": settings.show_study_list,
         "maxNumberOfWebWorkers": settings.max_web_workers,
         "showWarningMessageForCrossOrigin": False,
@@ -146,7 +149,7 @@ def render_app_config(settings: ViewerSettings, prefix: str = PREFIX) -> str:
                     "enableStudyLazyLoad": True,
                     "staticWado": False,
                     "singlepart": "video",
-                    "bulkDataURI": {"enabled": True, "relativeResolution": "studies"},
+                    "bulkDataURI": {"enabled": True, "relativeResolution": "series"},
                     "omitQuotationForMultipartRequest": True,
                     "dicomUploadEnabled": False,
                 },

@@ -198,7 +198,8 @@ def test_doctor_reads_shared_studies_in_ohif(
         assert page.locator(CANVAS).count() == 0 or not _has_image(page)
 
         # the patient revokes: the viewer's next requests for the study are 404
-        r = world.http("ann").delete(f"{world.base}/api/studies/{ct.uid}/shares/drlee", timeout=120)
+        share = f"{world.base}/api/studies/{ct.uid}/shares/drlee"
+        r = world.http("ann").delete(share, timeout=120)
         assert r.status_code in (200, 204), r.text
         revoked = True
         since = len(watch.dicomweb)
@@ -219,7 +220,8 @@ def test_doctor_reads_shared_studies_in_ohif(
         )
         ctx.close()
         if revoked:
-            r = world.http("ann").put(f"{world.base}/api/studies/{ct.uid}/shares/drlee", timeout=120)
+            share = f"{world.base}/api/studies/{ct.uid}/shares/drlee"
+            r = world.http("ann").put(share, timeout=120)
             assert r.status_code == 200, r.text
 
 

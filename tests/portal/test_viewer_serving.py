@@ -97,6 +97,7 @@ def test_app_config_points_at_dicomweb_on_this_origin(portal: Portal) -> None:
     config = _config(r.text)
     assert config["routerBasename"] == "/viewer"
     assert config["investigationalUseDialog"] == {"option": "never"}
+    assert config["customizationService"] == {"global": {"ohif.tours": []}}
     (source,) = config["dataSources"]  # type: ignore[misc]
     assert config["defaultDataSourceName"] == source["sourceName"]
     assert source["namespace"] == "@ohif/extension-default.dataSourcesModule.dicomweb"
