@@ -25,6 +25,7 @@ from pydantic_settings import (
 from gateway.errors import ConfigError
 
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: no backslash
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+$")  # a browser origin: no path, no '*'
 
 
 def valid_ae_title(value: str) -> str:
@@ -220,10 +221,28 @@ class PortalSettings(_Section):
         description="Strict-Transport-Security max-age over HTTPS; 0: no HSTS header",
     )
 
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description=(
+            "origins (scheme://host[:port]) whose pages may call /dicom-web from a browser, for"
+            " a viewer served elsewhere; empty: CORS off"
+        ),
+    )
+
     @field_validator("host")
     @classmethod
     def _host(cls, v: str) -> str:
         ip_address(v)
+        return v
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        for origin in v:
+            if not _ORIGIN.match(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: scheme://host[:port], no path, no '*'"
+                )
         return v
 
 

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp
 from gateway.service import Gateway
 from portal import csrf, dicomweb, problems, viewer
 from portal.deps import LoginRequired
+from portal.dicomweb.cors import DicomwebCors
 from portal.headers import SecurityHeaders
 from portal.routers import admin, auth, pages, posture, studies, system, tokens
 from portal.templating import HERE
@@ -74,5 +75,8 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(dicomweb.router)
     viewer.install(app, gateway.settings.viewer)
+    app.add_middleware(
+        DicomwebCors, origins=gateway.settings.portal.cors_origins, prefix=dicomweb.PREFIX
+    )
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     return app

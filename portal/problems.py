@@ -75,6 +75,18 @@ CATALOGUE: dict[str, tuple[int, str, str]] = {
         "A report with this nonce was already received from this device.",
     ),
     "invalid-input": (400, "Invalid input", "The request is not acceptable as sent."),
+    "invalid-query": (
+        400,
+        "Invalid query",
+        "A QIDO-RS query key or value is not valid (the detail and the key member name it):"
+        " an unknown attribute, a value not of its VR, a range that ends before it starts.",
+    ),
+    "not-acceptable": (
+        406,
+        "Not acceptable",
+        "None of the media types the Accept header allows can be served for this resource;"
+        " the accept member names what can.",
+    ),
     "unauthenticated": (
         401,
         "Not logged in",
