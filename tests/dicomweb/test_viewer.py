@@ -27,6 +27,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, sync_playwright
 
+from portal.csrf import COOKIE
 from portal.viewer import DEFAULT_DIST
 from tests.dicomweb.conftest import World
 from tests.dicomweb.world import WrittenStudy
@@ -241,3 +242,29 @@ def _has_image(page: Page) -> bool:
     grey = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
     h, w = grey.shape
     return len(np.unique(grey[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4])) > 16
+
+
+def test_token_parameter_opens_a_study_without_a_session(
+    world: World, browser: Browser, tmp_path: Path
+) -> None:
+    """``?token=`` (an access token from ``POST /api/token``), no cookie: OHIF sends it as a
+    bearer token on every DICOMweb request and drops it from the address bar."""
+    shot = Shots(tmp_path / "shots")
+    mf = world.studies["ann_mf"]
+    watch = Watch(world.base)
+    ctx = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 800})
+    watch.attach(ctx)
+    page = ctx.new_page()
+    watch.attach_page(page)
+    try:
+        token = world.token("drlee")
+        page.goto(f"{world.base}/viewer/viewer?StudyInstanceUIDs={mf.uid}&token={token}")
+        _drawn_pixels(page, mf.uid, shot, "token-multiframe-drawn")
+        assert "token=" not in page.url
+        # no session cookie (OHIF sets only its language): the bearer token did it all
+        assert COOKIE not in {c.get("name") for c in ctx.cookies()}
+        assert any("/frames/" in u and s == 200 for u, s in watch.about(mf.uid))
+        assert watch.elsewhere == [] and watch.refused == []
+    finally:
+        (shot.folder / "console.txt").write_text("\n".join(watch.console) + "\n")
+        ctx.close()
