@@ -81,12 +81,6 @@ CATALOGUE: dict[str, tuple[int, str, str]] = {
         "A QIDO-RS query key or value is not valid (the detail and the key member name it):"
         " an unknown attribute, a value not of its VR, a range that ends before it starts.",
     ),
-    "not-acceptable": (
-        406,
-        "Not acceptable",
-        "None of the media types the Accept header allows can be served for this resource;"
-        " the accept member names what can.",
-    ),
     "unauthenticated": (
         401,
         "Not logged in",
