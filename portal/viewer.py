@@ -333,5 +333,10 @@ def install(app: Any, settings: ViewerSettings) -> None:
     """Mount the viewer on ``app`` when enabled (its dist is read on first use)."""
     if not settings.enabled:
         return
-    app.state.viewer_dist = ViewerDist(settings.dist_dir or DEFAULT_DIST)
+    root = settings.dist_dir or DEFAULT_DIST
+    if not (root / "index.html").is_file():
+        log.warning(
+            "viewer: OHIF's dist is not at %s: run `make install` (or set viewer.dist_dir)", root
+        )
+    app.state.viewer_dist = ViewerDist(root)
     app.include_router(router)

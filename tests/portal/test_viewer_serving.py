@@ -13,9 +13,17 @@ import re
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 
 from gateway.settings import ViewerSettings
-from portal.viewer import DEFAULT_DIST, ViewerDist, ViewerDistError, render_app_config
+from portal.viewer import (
+    DEFAULT_DIST,
+    ViewerDist,
+    ViewerDistError,
+    install,
+    render_app_config,
+    viewer_url,
+)
 from tests.portal.conftest import Portal
 from tests.support.node import missing_peer
 
@@ -169,3 +177,11 @@ def test_an_unknown_dist_layout_fails_loudly(tmp_path: Path) -> None:
 def test_app_config_follows_the_settings() -> None:
     config = _config(render_app_config(ViewerSettings(show_study_list=False, max_web_workers=2)))
     assert config["showStudyList"] is False and config["maxNumberOfWebWorkers"] == 2
+
+
+def test_viewer_off_serves_and_links_nothing() -> None:
+    app = FastAPI()
+    install(app, ViewerSettings(enabled=False))
+    assert not any(getattr(r, "path", "").startswith("/viewer") for r in app.routes)
+    assert viewer_url(ViewerSettings(enabled=False)) == ""
+    assert viewer_url(ViewerSettings()) == "/viewer/viewer"
