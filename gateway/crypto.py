@@ -28,7 +28,7 @@ import os
 import re
 import secrets
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any, Literal
@@ -314,6 +314,75 @@ def _open_v2(
     if len(tail) < TAG_BYTES:
         raise InvalidEnvelopeError()  # no final segment: cut at a segment boundary
     yield segment(tail, True)
+
+
+def envelope_segments(
+    header: bytes | bytearray | memoryview, envelope_size: int
+) -> tuple[int, int]:
+    """(segment size, segment count) of a v2 envelope of ``envelope_size`` bytes whose first
+    ``HEADER_BYTES`` are ``header``; InvalidEnvelopeError for anything else (v1 included)."""
+    if (
+        len(header) < HEADER_BYTES
+        or bytes(header[:4]) != _MAGIC
+        or header[4] != _VERSION_2
+        or header[5] != _ALG_AES256GCM
+    ):
+        raise InvalidEnvelopeError()
+    segment_size = int.from_bytes(header[HEADER_BYTES - 4 : HEADER_BYTES], "big")
+    body = envelope_size - HEADER_BYTES
+    if not 1 <= segment_size <= MAX_SEGMENT_BYTES or body < TAG_BYTES:
+        raise InvalidEnvelopeError()
+    step = segment_size + TAG_BYTES
+    count = -(-body // step)
+    if body - (count - 1) * step < TAG_BYTES:
+        raise InvalidEnvelopeError()
+    return segment_size, count
+
+
+def open_range(
+    key: bytes,
+    header: bytes,
+    envelope_size: int,
+    read: Callable[[int, int], bytes],
+    start: int,
+    end: int,
+) -> bytes:
+    """Plaintext ``start``..``end`` of a v2 envelope, decrypting only the segments it spans.
+
+    ``header`` is the envelope's first ``HEADER_BYTES``, ``envelope_size`` its whole length
+    (the index's ``stored_size``), ``read(a, b)`` its ciphertext bytes ``a``..``b``. Each
+    segment's tag is checked under the nonce of its position, with the last-segment flag
+    set exactly for the segment that ends the envelope, so a segment moved, swapped or taken
+    from another object, or a wrong size, fails authentication. InvalidEnvelopeError for any
+    failure (and for v1 envelopes, which have no segments).
+    """
+    if len(key) != KEY_BYTES:
+        raise InvalidEnvelopeError()
+    segment_size, count = envelope_segments(header, envelope_size)
+    step = segment_size + TAG_BYTES
+    plain_size = envelope_size - HEADER_BYTES - count * TAG_BYTES
+    end = min(end, plain_size)
+    if start >= end:
+        return b""
+    first, last = start // segment_size, (end - 1) // segment_size
+    lo = HEADER_BYTES + first * step
+    hi = min(HEADER_BYTES + (last + 1) * step, envelope_size)
+    data = read(lo, hi)
+    if len(data) != hi - lo:
+        raise InvalidEnvelopeError()
+    prefix = header[6 + KEY_ID_BYTES : 6 + KEY_ID_BYTES + NONCE_PREFIX_BYTES]
+    aead = AESGCM(key)
+    out = bytearray()
+    with memoryview(data) as view:
+        for i in range(first, last + 1):
+            at = (i - first) * step
+            nonce = _segment_nonce(prefix, i, i == count - 1)
+            try:
+                out += aead.decrypt(nonce, view[at : at + step], header[:HEADER_BYTES])
+            except InvalidTag as e:
+                raise InvalidEnvelopeError() from e
+    skip = start - first * segment_size
+    return bytes(out[skip : skip + end - start])
 
 
 def keyed_hash(key: bytes, message: bytes) -> bytes:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.errors import ZtbridgeError
 from gateway.pixels import PixelFacts, check_geometry
@@ -43,6 +43,37 @@ FRAME_MEDIA_TYPES = {
     "1.2.840.10008.1.2.4.203": "image/jphc",
     "1.2.840.10008.1.2.5": "image/dicom-rle",
 }
+
+
+class Frames(Protocol):
+    """What frame retrieval needs of an instance's pixels (FrameSource, RangedFrames)."""
+
+    @property
+    def native(self) -> bool:
+        """Whether frames are native pixels (cut by offset)."""
+        ...
+
+    @property
+    def transfer_syntax(self) -> str:
+        """The stored transfer syntax."""
+        ...
+
+    @property
+    def frames(self) -> int:
+        """How many frames."""
+        ...
+
+    def stored_media_type(self) -> str:
+        """The media type of a frame as stored."""
+        ...
+
+    def stored(self, number: int) -> bytes:
+        """Frame ``number`` (1-based) as stored."""
+        ...
+
+    def native_little_endian(self, number: int) -> bytes:
+        """Frame ``number`` as native little-endian pixels."""
+        ...
 
 
 class FrameError(ZtbridgeError):
@@ -164,3 +195,84 @@ def _number(value: object) -> object:
         return int(value) if value not in (None, "") else None  # type: ignore[call-overload]
     except (TypeError, ValueError):
         return None
+
+
+_PIXEL_TAG = b"\xe0\x7f\x10\x00"
+_UNDEFINED = 0xFFFFFFFF
+
+
+class RangedFrames:
+    """Native frames read by byte range out of the instance object (the fast path).
+
+    ``header`` is the instance's header object (``retrieve_header``): its data set is the
+    instance's own bytes up to the Pixel Data element when ingest cut nothing before it, so
+    the element should start right after it. ``read(a, b)`` gives the instance's plaintext
+    bytes ``a``..``b`` (``gateway.retrieve.retrieve_range``: only the segments they span are
+    decrypted). ``locate`` probes that spot and checks the element header is Pixel Data with
+    a defined length; None means "read the instance whole instead" (an element was cut
+    before the pixels, another syntax, encapsulated data). Geometry goes through
+    ``check_geometry`` with the length found, as for every decoder.
+    """
+
+    native = True
+
+    def __init__(
+        self, ds: Any, syntax: str, value_at: int, frames: int, frame_bytes: int, read: Any
+    ) -> None:
+        self.ds = ds
+        self.transfer_syntax = syntax
+        self.frames = frames
+        self.frame_bytes = frame_bytes
+        self._at = value_at
+        self._read = read
+
+    @classmethod
+    def locate(cls, header: bytes, read: Any) -> RangedFrames | None:
+        """The ranged frames of the instance whose header object is ``header``, or None."""
+        ds = read_dataset(header)
+        syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
+        if syntax not in ("1.2.840.10008.1.2", EXPLICIT_LE) or "Rows" not in ds:
+            return None
+        at = len(header)
+        probe = read(at, at + 12)
+        if len(probe) < 8 or probe[:4] != _PIXEL_TAG:
+            return None
+        if syntax == EXPLICIT_LE:
+            if len(probe) < 12 or probe[4:6] not in (b"OW", b"OB") or probe[6:8] != b"\0\0":
+                return None
+            length, value_at = int.from_bytes(probe[8:12], "little"), at + 12
+        else:
+            length, value_at = int.from_bytes(probe[4:8], "little"), at + 8
+        if length == _UNDEFINED:
+            return None
+        facts = PixelFacts(
+            rows=_int(ds.get("Rows")),
+            columns=_int(ds.get("Columns")),
+            samples_per_pixel=_int(ds.get("SamplesPerPixel")),
+            bits_allocated=_int(ds.get("BitsAllocated")),
+            number_of_frames=_int(_number(ds.get("NumberOfFrames"))),
+            pixel_length=length,
+            transfer_syntax=syntax,
+        )
+        verdict = check_geometry(facts)
+        if not verdict.decodable or verdict.frame_bytes is None or facts.bits_allocated == 1:
+            return None
+        return cls(ds, syntax, value_at, facts.number_of_frames or 1, verdict.frame_bytes, read)
+
+    def stored_media_type(self) -> str:
+        """Native frames are octets."""
+        return "application/octet-stream"
+
+    def stored(self, number: int) -> bytes:
+        """Frame ``number`` (1-based), read by range."""
+        if not 1 <= number <= self.frames:
+            raise FrameError(f"frame {number} is not in 1..{self.frames}", missing=True)
+        start = self._at + (number - 1) * self.frame_bytes
+        data: bytes = self._read(start, start + self.frame_bytes)
+        if len(data) != self.frame_bytes:
+            raise FrameError(f"frame {number} is shorter than its geometry")
+        return data
+
+    def native_little_endian(self, number: int) -> bytes:
+        """Little-endian syntaxes only reach here: as stored."""
+        return self.stored(number)

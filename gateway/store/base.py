@@ -76,6 +76,11 @@ class ContentStore(Protocol):
         """
         ...
 
+    def open_range(self, cid: str, start: int, end: int) -> Iterator[bytes]:
+        """Stream bytes ``start``..``end`` of the object, reading only the blocks that hold
+        them, each checked against its CID (as ``open``)."""
+        ...
+
     def has(self, cid: str) -> bool:
         """Whether the root block of ``cid`` is present."""
         ...

@@ -22,7 +22,8 @@ ROOT = "/dicom-web"  # portal.dicomweb.PREFIX (that package imports this module 
 
 
 def _answer(request: Request, gw: GatewayDep, caller: DicomwebCallerDep, scope: Scope) -> Response:
-    root = str(request.base_url).rstrip("/") + ROOT
+    public = gw.settings.accounts.public_url  # as users reach it (behind a proxy too)
+    root = (public or str(request.base_url).rstrip("/")) + ROOT
     answer = search(gw, caller, scope, request.query_params.multi_items(), root)
     return dicom_json_response(request, answer.body, answer.warnings)
 

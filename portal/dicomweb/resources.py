@@ -17,15 +17,33 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.access import Action
 from gateway.audit import AuditEvent
 from gateway.errors import RetrieveError
-from gateway.frames import FrameError, FrameSource, frame_source, read_dataset
-from gateway.retrieve import InstanceRef, KeyProvider, retrieve, retrieve_header, study_refs
+from gateway.frames import (
+    EXPLICIT_LE,
+    FrameError,
+    Frames,
+    FrameSource,
+    RangedFrames,
+    frame_source,
+    read_dataset,
+)
+from gateway.retrieve import (
+    InstanceRef,
+    KeyProvider,
+    RangeUnavailableError,
+    retrieve,
+    retrieve_header,
+    retrieve_range,
+    study_refs,
+)
 from gateway.service import Gateway
 from gateway.transcode import TranscodeError, transcode
 from portal.authz import authorize
@@ -35,6 +53,7 @@ from portal.problems import NOT_FOUND_DETAIL, ProblemError
 log = logging.getLogger("ztbridge.dicomweb")
 
 PIXEL_DATA = 0x7FE00010
+RANGED_SYNTAXES = frozenset({EXPLICIT_LE, "1.2.840.10008.1.2"})
 
 
 def not_found() -> ProblemError:
@@ -133,6 +152,58 @@ def instance_chunks(
     return transcoded()
 
 
+#: Instances up to this size are read whole ahead of the one being sent, on a small pool
+#: (hashing and AES-GCM release the GIL, so two reads and the connection's TLS run at once);
+#: larger ones stream one segment at a time, in order. Memory: at most PREFETCH_DEPTH of them.
+PREFETCH_BYTES = 8 << 20
+PREFETCH_DEPTH = 4
+PREFETCH_THREADS = 2
+
+
+def instance_bodies(
+    gw: Gateway, caller: Caller, refs: list[InstanceRef], keys: KeyProvider, syntax: str | None
+) -> Iterator[tuple[InstanceRef, Iterator[bytes]]]:
+    """Each instance's bytes, in order (see ``PREFETCH_BYTES``). A failed check is audited
+    and raised when its instance's turn comes, after every earlier one was given whole."""
+    if syntax is not None:
+        for ref in refs:
+            yield ref, instance_chunks(gw, caller, ref, keys, syntax)
+        return
+    pool = ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="wado-read")
+    pending: deque[tuple[InstanceRef, Future[bytes] | None]] = deque()
+    upcoming = iter(refs)
+
+    def read_whole(ref: InstanceRef) -> bytes:
+        return retrieve(ref, gw.store, keys).read()
+
+    def fill() -> None:
+        while len(pending) < PREFETCH_DEPTH:
+            ref = next(upcoming, None)
+            if ref is None:
+                return
+            if ref.size is None or ref.size > PREFETCH_BYTES:
+                pending.append((ref, None))
+                return  # streamed in its turn; nothing is read past it meanwhile
+            pending.append((ref, pool.submit(read_whole, ref)))
+
+    try:
+        fill()
+        while pending:
+            ref, future = pending.popleft()
+            if future is None:
+                yield ref, instance_chunks(gw, caller, ref, keys, None)
+            else:
+                try:
+                    data = future.result()
+                except RetrieveError as e:
+                    audit_failure(gw, caller, ref, e)
+                    raise
+                yield ref, iter((data,))
+            fill()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 # --- metadata ---------------------------------------------------------------------------
 
 
@@ -216,6 +287,38 @@ def instance_dataset(gw: Gateway, caller: Caller, target: Target) -> tuple[Insta
     refs = select(gw, caller, Action.READ, target)
     ref = refs[len(refs) // 2] if target.instance is None else refs[0]
     return ref, read_dataset(whole(gw, caller, ref, caller.keys(gw)))
+
+
+def ranged_frames(gw: Gateway, caller: Caller, target: Target) -> Frames:
+    """The instance's frames, read by range when its pixels are native little-endian and
+    located from its header (only the segments a frame spans are decrypted), else out of
+    the instance read whole (``instance_dataset``)."""
+    refs = select(gw, caller, Action.READ, target)
+    ref, keys = refs[0], caller.keys(gw)
+    if ref.transfer_syntax in RANGED_SYNTAXES:
+
+        def read(a: int, b: int) -> bytes:
+            try:
+                return retrieve_range(ref, gw.store, keys, a, b)
+            except RangeUnavailableError:
+                raise
+            except RetrieveError as e:
+                audit_failure(gw, caller, ref, e)
+                raise
+
+        try:
+            header = retrieve_header(ref, gw.store, keys)
+        except RetrieveError as e:
+            audit_failure(gw, caller, ref, e)
+            raise
+        try:
+            found = RangedFrames.locate(header, read)
+        except RangeUnavailableError:
+            found = None
+        if found is not None:
+            return found
+    check_size(gw, ref)
+    return frames_of(read_dataset(whole(gw, caller, ref, keys)))
 
 
 def frames_of(ds: Any) -> FrameSource:

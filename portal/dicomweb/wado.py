@@ -18,7 +18,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from gateway.access import Action
 from gateway.errors import RetrieveError
-from gateway.frames import EXPLICIT_LE, FrameError, FrameSource
+from gateway.frames import EXPLICIT_LE, FrameError, Frames
 from gateway.rendering import RenderParamError, parse_params, placeholder, render
 from gateway.retrieve import retrieve_header
 from gateway.service import Gateway
@@ -34,17 +34,18 @@ from portal.dicomweb.accept import (
     parse_accept,
 )
 from portal.dicomweb.deps import DicomwebCallerDep
+from portal.dicomweb.readahead import readahead
 from portal.dicomweb.resources import (
     PIXEL_DATA,
     Target,
     audit_failure,
     element_value,
-    frames_of,
-    instance_chunks,
+    instance_bodies,
     instance_dataset,
     metadata,
     not_acceptable,
     not_found,
+    ranged_frames,
     select,
 )
 from portal.problems import ProblemError
@@ -103,16 +104,11 @@ def _retrieve(gw: Gateway, caller: Caller, target: Target, accept: str | None) -
     boundary = multipart.new_boundary()
 
     def parts() -> Iterator[tuple[str, str | None, Iterator[bytes]]]:
-        for ref in refs:
-            ts = syntax or ref.transfer_syntax
-            yield (
-                f"{DICOM}; transfer-syntax={ts}",
-                None,
-                instance_chunks(gw, caller, ref, keys, syntax),
-            )
+        for ref, chunks in instance_bodies(gw, caller, refs, keys, syntax):
+            yield f"{DICOM}; transfer-syntax={syntax or ref.transfer_syntax}", None, chunks
 
     return StreamingResponse(
-        multipart.stream_parts(boundary, parts()),
+        readahead(multipart.coalesce(multipart.stream_parts(boundary, parts()))),
         media_type=multipart.content_type(DICOM, boundary),
     )
 
@@ -150,7 +146,8 @@ def _metadata(gw: Gateway, caller: Caller, target: Target, accept: str | None) -
     choice = negotiate(_ranges(accept), [Offer(DICOM_JSON), Offer("application/json")])
     if choice is None:
         raise not_acceptable("metadata is application/dicom+json")
-    return StreamingResponse(metadata(gw, caller, target), media_type=DICOM_JSON)
+    body = multipart.coalesce(metadata(gw, caller, target), 1 << 18, 1 << 12)
+    return StreamingResponse(body, media_type=DICOM_JSON)
 
 
 @router.get(STUDY + "/metadata", summary="WADO-RS: the study's metadata (DICOM JSON)")
@@ -194,7 +191,7 @@ def _frame_numbers(text: str) -> list[int]:
     return numbers
 
 
-def _frame_plan(source: FrameSource, ranges: list[MediaRange]) -> tuple[str, str, bool] | None:
+def _frame_plan(source: Frames, ranges: list[MediaRange]) -> tuple[str, str, bool] | None:
     """(part media type, part transfer syntax, decode to native LE) for the first acceptable
     range, else None. Absent transfer-syntax on octet-stream: Explicit VR LE (PS3.18 8.7.3.5);
     ``*``: as stored, compressed frames in their own media type."""
@@ -226,7 +223,7 @@ def _frame_plan(source: FrameSource, ranges: list[MediaRange]) -> tuple[str, str
 
 
 def _frames_response(
-    gw: Gateway, caller: Caller, source: FrameSource, numbers: list[int], accept: str | None
+    gw: Gateway, caller: Caller, source: Frames, numbers: list[int], accept: str | None
 ) -> Response:
     plan = _frame_plan(source, _ranges(accept))
     if plan is None:
@@ -259,8 +256,8 @@ def retrieve_frames(
     accept: AcceptDep = None,
 ) -> Response:
     numbers = _frame_numbers(frames)
-    _, ds = instance_dataset(gw, caller, Target(study, series, instance))
-    return _frames_response(gw, caller, frames_of(ds), numbers, accept)
+    source = ranged_frames(gw, caller, Target(study, series, instance))
+    return _frames_response(gw, caller, source, numbers, accept)
 
 
 def _bulk_part(value: Any) -> bytes:
@@ -281,8 +278,7 @@ def retrieve_bulkdata(
 ) -> Response:
     target = Target(study, series, instance)
     if path.strip("/").upper() == f"{PIXEL_DATA:08X}":
-        _, ds = instance_dataset(gw, caller, target)
-        source = frames_of(ds)
+        source = ranged_frames(gw, caller, target)
         return _frames_response(gw, caller, source, list(range(1, source.frames + 1)), accept)
     ranges = _ranges(accept)
     if negotiate(ranges, [Offer("multipart/related", OCTETS), Offer(OCTETS)]) is None:

@@ -3,11 +3,12 @@
 Synthetic DICOM (no real patient data), written once per session and pushed with the same
 ``storescu`` to ztbridge and to Orthanc, so both servers hold byte-identical instances.
 
-Who sees what (``STUDIES[...].seen_by``): ann (patient) her own four studies; drlee (doctor)
-the three ann and cyd share with him; bob (patient) only his own; nobody sees the unlinked
-study (the custodian's). PatientNames carry carets, spaces and UTF-8; one study has no
-StudyDate (open date ranges must not match it); dates are shared across patients so that a
-leaking date or name query would show someone else's study.
+Who sees what (``WrittenStudy.seen_by``): ann (patient) her own four studies; drlee (doctor)
+the five ann, cyd and dai share with him; bob (patient) only his own; nobody sees the
+unlinked study (the custodian's). dai's name is in ISO 2022 IR 87 (Japanese ideographic and
+phonetic groups) and his study has no AccessionNumber. PatientNames carry carets, spaces and
+UTF-8; one study has no StudyDate (open date ranges must not match it); dates are shared
+across patients so that a leaking date or name query would show someone else's study.
 """
 
 from __future__ import annotations
@@ -35,19 +36,26 @@ class Person:
     birth_date: str
     sex: str
     username: str | None
+    charset: tuple[str, ...] = ("ISO_IR 192",)  # SpecificCharacterSet of their files
 
 
 ANN = Person("ZTQ-ANN-0001", "Müller^Jörg", "19800214", "M", "ann")
 BOB = Person("ZTQ-BOB-0002", "Müller^Hans", "19750505", "M", "bob")
 CYD = Person("ZTQ-CYD-0003", "De La Cruz^María José", "19900909", "F", "cyd")
 NOBODY = Person("ZTQ-NOBODY-0004", "Nobody^Unlinked", "19600101", "O", None)
-PEOPLE = (ANN, BOB, CYD, NOBODY)
+#: ISO 2022 with JIS X 0208 (PS3.5 H.3.1): the ideographic and phonetic groups must survive.
+DAI = Person(
+    "ZTQ-DAI-0005", "Yamada^Tarou=山田^太郎=やまだ^たろう", "19850301", "M", "dai",
+    ("", "ISO 2022 IR 87"),
+)  # fmt: skip
+PEOPLE = (ANN, BOB, CYD, NOBODY, DAI)
 
 #: Accounts of the world: username -> role (patients are linked to their Patient ID).
 ACCOUNTS = {
     "ann": "patient",
     "bob": "patient",
     "cyd": "patient",
+    "dai": "patient",
     "drlee": "doctor",
     "tess": "technologist",
 }
@@ -105,6 +113,10 @@ SPECS = (
         (SeriesSpec("MR", 1, "PD FS", 2),), ("drlee",),
     ),
     StudySpec(
+        "dai_mr", DAI, "20240620", "093000", "", "MR SPINE",
+        (SeriesSpec("MR", 1, "T2 SAG", 1),), ("drlee",),
+    ),  # no AccessionNumber: an empty required key (PS3.18 F.2.5)
+    StudySpec(
         "nobody_ct", NOBODY, "20240115", "070000", "ACCN1", "CT CHEST",
         (SeriesSpec("CT", 1, "AXIAL", 1),),
     ),
@@ -152,7 +164,7 @@ class WrittenStudy:
 def _dataset(study: StudySpec, study_uid: str, s: SeriesSpec, series_uid: str, n: int) -> Dataset:
     p = study.person
     ds = Dataset()
-    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SpecificCharacterSet = list(p.charset) if len(p.charset) > 1 else p.charset[0]
     if s.frames:
         ds.SOPClassUID = MultiFrameTrueColorSecondaryCaptureImageStorage
     else:
