@@ -157,6 +157,8 @@ class FrameSource:
 def frame_source(ds: Any) -> FrameSource:
     """The checked pixels of a dataset (``check_geometry`` first); FrameError if none."""
     syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
+    if syntax == DEFLATED_LE:
+        syntax = EXPLICIT_LE  # pydicom inflated it: the pixels are Explicit VR LE's
     if "PixelData" not in ds:
         raise FrameError("the instance has no Pixel Data", missing=True)
     element = ds["PixelData"]

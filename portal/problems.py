@@ -81,6 +81,12 @@ CATALOGUE: dict[str, tuple[int, str, str]] = {
         "A QIDO-RS query key or value is not valid (the detail and the key member name it):"
         " an unknown attribute, a value not of its VR, a range that ends before it starts.",
     ),
+    "not-acceptable": (
+        406,
+        "Not acceptable",
+        "None of the media types the Accept header allows can be served for this resource;"
+        " the accept member names what can.",
+    ),
     "unauthenticated": (
         401,
         "Not logged in",
@@ -115,12 +121,6 @@ CATALOGUE: dict[str, tuple[int, str, str]] = {
         " yet; try again in a minute).",
     ),
     "not-found": (404, "Not found", "The resource does not exist."),
-    "not-acceptable": (
-        406,
-        "Not acceptable",
-        "Nothing the Accept header allows can be given for this resource; the detail says"
-        " what can (DICOMweb: the stored transfer syntax, transfer-syntax=*, always can).",
-    ),
     "gateway-misconfigured": (
         500,
         "Gateway misconfigured",
