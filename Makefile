@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: up test install install-test system-deps npm-deps lint typecheck unit bench clean help contracts
+.PHONY: up test install install-test system-deps npm-deps viewer lint typecheck unit bench clean help contracts
 
 help:
 	@echo "make up    - install and start ztbridge on embedded defaults"
@@ -29,8 +29,17 @@ $(VENV)/.test: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) install -q -c constraints.txt -e '.[server,test]'
 	touch $(VENV)/.runtime $@
 
-install: $(VENV)/.runtime
-install-test: $(VENV)/.test
+# The OHIF viewer the portal serves at /viewer: @ohif/app's built dist/, pinned by its
+# package-lock (the package alone: its dependencies are what dist/ was built from), never
+# rebuilt; --ignore-scripts, so no install script fetches anything.
+VIEWER_DIST := portal/viewer/node_modules/@ohif/app/dist/index.html
+$(VIEWER_DIST): portal/viewer/package.json portal/viewer/package-lock.json
+	npm ci --prefix portal/viewer --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+viewer: $(VIEWER_DIST)
+
+install: $(VENV)/.runtime $(VIEWER_DIST)
+install-test: $(VENV)/.test $(VIEWER_DIST)
 
 # Debian packages: DCMTK is the modality, PostgreSQL the external index in the tests, the
 # openssl command makes throwaway certificates, signs test JWTs and cross-checks signatures,
@@ -88,4 +97,4 @@ bench: install-test system-deps tests/ledger/anvil/node_modules/.package-lock.js
 	$(BIN)/python bench/anchor.py
 
 clean:
-	rm -rf $(VENV) tests/js/node_modules contracts/node_modules tests/ledger/anvil/node_modules .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) portal/viewer/node_modules tests/js/node_modules contracts/node_modules tests/ledger/anvil/node_modules .mypy_cache .ruff_cache .pytest_cache

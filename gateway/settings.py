@@ -397,6 +397,25 @@ class SessionSettings(_Section):
     )
 
 
+class ViewerSettings(_Section):
+    """The OHIF viewer the portal serves at ``/viewer`` (portal/viewer.py)."""
+
+    enabled: bool = Field(True, description="serve OHIF at /viewer and link studies to it")
+    dist_dir: Path | None = Field(
+        None,
+        description=(
+            "OHIF's built dist/ folder; default: the one `make install` puts under"
+            " portal/viewer/node_modules/@ohif/app/dist"
+        ),
+    )
+    show_study_list: bool = Field(
+        True, description="OHIF's own study list at /viewer/ (only what the user may see)"
+    )
+    max_web_workers: int = Field(
+        3, ge=1, le=16, description="OHIF's image-decoding web workers per browser tab"
+    )
+
+
 class Settings(BaseSettings):
     """Everything ztbridge can be told. See config/ztbridge.example.toml for each key."""
 
@@ -424,6 +443,7 @@ class Settings(BaseSettings):
     accounts: AccountsSettings = AccountsSettings()
     sessions: SessionSettings = SessionSettings()
     dicomweb: DicomwebSettings = DicomwebSettings()
+    viewer: ViewerSettings = ViewerSettings()
 
     @classmethod
     def settings_customise_sources(

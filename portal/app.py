@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from gateway.service import Gateway
-from portal import csrf, dicomweb, problems
+from portal import csrf, dicomweb, problems, viewer
 from portal.deps import LoginRequired
 from portal.dicomweb.cors import DicomwebCors
 from portal.headers import SecurityHeaders
@@ -76,6 +76,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.include_router(account.api)
     app.include_router(admin.router)
     app.include_router(dicomweb.router)
+    viewer.install(app, gateway.settings.viewer)
     app.add_middleware(
         DicomwebCors, origins=gateway.settings.portal.cors_origins, prefix=dicomweb.PREFIX
     )

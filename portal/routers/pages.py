@@ -21,6 +21,7 @@ from portal.deps import Caller, GatewayDep, PageCallerDep
 from portal.problems import ProblemError
 from portal.routers.auth import home_of
 from portal.templating import render
+from portal.viewer import viewer_url
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
@@ -55,7 +56,8 @@ def my_studies(request: Request, me: PageCallerDep, gw: GatewayDep) -> Response:
 def study_page(
     request: Request, study_uid: str, me: PageCallerDep, gw: GatewayDep, q: str = ""
 ) -> Response:
-    """One study: its series, Download, and for its owner the shares and a doctor search."""
+    """One study: its series, Download, Open in viewer, and for its owner the shares and a
+    doctor search."""
     try:
         view = library.study_view(gw, me, study_uid)
         doctors = library.find_doctors(gw, me, study_uid, q[:100]) if view.owner and q else []
@@ -66,7 +68,13 @@ def study_page(
     return render(
         request,
         "study.html",
-        {"view": view, "study": view.detail.study, "q": q, "doctors": doctors},
+        {
+            "view": view,
+            "study": view.detail.study,
+            "q": q,
+            "doctors": doctors,
+            "viewer": viewer_url(gw.settings.viewer),
+        },
         me=me,
     )
 

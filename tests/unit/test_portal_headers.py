@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from gateway.clock import FixedClock
 from gateway.service import Gateway, open_gateway
 from gateway.settings import load_settings
+from portal import viewer
 from portal.app import create_app
 from portal.headers import CONTENT_SECURITY_POLICY
 
@@ -79,8 +80,11 @@ def client(app: FastAPI) -> Iterator[TestClient]:
         yield c
 
 
-def _assert_hardened(response: Any, https: bool = True) -> None:
+def _assert_hardened(response: Any, https: bool = True, csp: str | None = None) -> None:
+    """``csp``: a route's own policy (the viewer's), else the portal's."""
     for name, value in EXPECTED.items():
+        if name == "content-security-policy" and csp is not None:
+            value = csp
         assert response.headers.get(name) == value, (response.request.url, name, response.headers)
     hsts = response.headers.get("strict-transport-security")
     if https:
@@ -105,7 +109,9 @@ def test_every_route_carries_the_headers(app: FastAPI, client: TestClient) -> No
     assert {"/api/v1/time", "/problems/x", "/api/v1/devices/x/posture"} <= paths
     for method, path in requests:
         response = client.request(method, path, content=b"{}")
-        if path != "/test/own-policy":
+        if response.url.path.startswith(f"{viewer.PREFIX}/") and response.status_code == 200:
+            _assert_hardened(response, csp=app.state.viewer_dist.csp())  # OHIF's own policy
+        elif path != "/test/own-policy":
             _assert_hardened(response)
         if response.status_code >= 400:
             assert response.headers["content-type"] == "application/problem+json", (path, response)
