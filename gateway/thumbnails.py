@@ -60,8 +60,8 @@ def _render(part10: bytes, size: int) -> bytes | None:
     import pydicom
     from PIL import Image
     from pydicom.encaps import parse_fragments
-    from pydicom.pixels.utils import pixel_array
     from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
+    from pydicom.pixels.utils import pixel_array
 
     ds = pydicom.dcmread(io.BytesIO(part10))
     syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
