@@ -27,7 +27,8 @@ from gateway.anchoring.service import Anchoring
 from gateway.audit import AuditEvent
 from gateway.errors import RetrieveError
 from gateway.export import instance_path
-from gateway.retrieve import retrieve, study_refs
+from gateway.media import DICOMDIR, MediaLayout, MediaLayoutError, media_layout
+from gateway.retrieve import InstanceRef, KeyProvider, retrieve, retrieve_header, study_refs
 from gateway.search import Search, StudyDetail, StudyQuery, StudyRecord, Visible
 from gateway.service import Gateway
 from gateway.thumbnails import MAX_PREVIEW_BYTES, preview_png
@@ -89,17 +90,21 @@ def study_view(gw: Gateway, caller: Caller, study_uid: str) -> StudyView:
     return StudyView(detail, owner, views)
 
 
-def archive_name(study_uid: str) -> str:
+def archive_name(study_uid: str, dicomdir: bool = False) -> str:
     """The download's file name."""
-    return f"{study_uid}.zip"
+    return f"{study_uid}-dicomdir.zip" if dicomdir else f"{study_uid}.zip"
 
 
-def archive(gw: Gateway, caller: Caller, study_uid: str) -> Iterator[bytes]:
+def archive(gw: Gateway, caller: Caller, study_uid: str, dicomdir: bool = False) -> Iterator[bytes]:
     """A ZIP of the study's Part-10 files, streamed (``stream-zip``): each instance read
     through ``retrieve`` with the caller's own keys, one chunk at a time, so neither the
     study nor an instance is ever whole in memory. An instance that fails a check aborts
     the download (the ZIP is left without its directory, so no client takes it as whole)
-    and is audited."""
+    and is audited.
+
+    ``dicomdir``: a DICOMDIR media layout instead (``gateway.media``): the DICOMDIR first,
+    made from the instances' header objects (never their pixels), then each file under the
+    File ID it names, its bytes the same as in the plain download."""
     authorize(gw, caller, Action.READ, study_uid)
     refs = study_refs(gw.db, study_uid)
     if not refs:
@@ -107,11 +112,21 @@ def archive(gw: Gateway, caller: Caller, study_uid: str) -> Iterator[bytes]:
     keys = caller.keys(gw)
     modified = datetime.now(UTC)
     mode = stat.S_IFREG | 0o600
+    names = _media_names(gw, caller, study_uid, refs, keys) if dicomdir else None
 
     def members() -> Iterator[tuple[str, datetime, int, object, Iterator[bytes]]]:
+        if names is not None:
+            yield DICOMDIR, modified, mode, ZIP_64, iter((names.dicomdir,))
         for ref in refs:
-            name = instance_path(Path(), ref).as_posix()
+            if names is not None:
+                name = names.paths[ref.sop_instance_uid]
+            else:
+                name = instance_path(Path(), ref).as_posix()
             yield name, modified, mode, ZIP_64, iter(retrieve(ref, gw.store, keys))
+
+    detail: dict[str, object] = {"files": len(refs)}
+    if dicomdir:
+        detail["layout"] = "dicomdir"
 
     def chunks() -> Iterator[bytes]:
         try:
@@ -125,11 +140,26 @@ def archive(gw: Gateway, caller: Caller, study_uid: str) -> Iterator[bytes]:
                 AuditEvent("study.download", caller.username, study_uid, "error", {"why": e.what})
             )
             raise
-        gw.audit.record(
-            AuditEvent("study.download", caller.username, study_uid, "ok", {"files": len(refs)})
-        )
+        gw.audit.record(AuditEvent("study.download", caller.username, study_uid, "ok", detail))
 
     return chunks()
+
+
+def _media_names(
+    gw: Gateway, caller: Caller, study_uid: str, refs: list[InstanceRef], keys: KeyProvider
+) -> MediaLayout:
+    """The DICOMDIR and File IDs, from header objects (a damaged one is audited, 404'd
+    nowhere: the download is refused before its first byte)."""
+    try:
+        return media_layout(retrieve_header(ref, gw.store, keys) for ref in refs)
+    except RetrieveError as e:
+        log.error("no DICOMDIR for %s: %s", study_uid, e)
+        gw.audit.record(
+            AuditEvent("study.download", caller.username, study_uid, "error", {"why": e.what})
+        )
+        raise
+    except MediaLayoutError as e:
+        raise ProblemError("dicomdir-unavailable", str(e)) from e
 
 
 def preview(gw: Gateway, caller: Caller, study_uid: str) -> bytes | None:
