@@ -21,7 +21,7 @@ from gateway.service import Gateway
 from portal import csrf, dicomweb, problems
 from portal.deps import LoginRequired
 from portal.headers import SecurityHeaders
-from portal.routers import admin, auth, pages, posture, studies, system, tokens
+from portal.routers import admin, auth, metrics, pages, posture, studies, system, tokens
 from portal.templating import HERE
 
 
@@ -66,6 +66,7 @@ def create_app(gateway: Gateway) -> FastAPI:
 
     app.add_exception_handler(LoginRequired, to_login)
     app.include_router(system.router)
+    app.include_router(metrics.router)
     app.include_router(posture.router)
     app.include_router(tokens.router)
     app.include_router(studies.router)
