@@ -210,4 +210,5 @@ def _announce_certificate(cert: Path, made: bool, url: str) -> None:
         f"    {fp}\n\ncompare it with what the browser shows before logging in"
         " (also in 'ztbridge status').\n",
         highlight=False,
+        soft_wrap=True,  # the fingerprint stays on one line, whatever the terminal's width
     )
