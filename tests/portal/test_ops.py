@@ -123,7 +123,7 @@ def test_retrieves_and_failed_logins_are_counted(portal: Portal) -> None:
     text = metrics.exposition(portal.gw.db, portal.gw.clock).decode()
     assert 'ztbridge_anchor_backlog{what="batches"}' in text
     assert "ztbridge_anchor_lag_seconds" in text
-    assert "ann" not in text and "PID-ANN" not in text  # names nobody
+    assert '"ann"' not in text and "PID-ANN" not in text  # names nobody
 
 
 def _wraps(portal: Portal, uid: str, username: str) -> int:
