@@ -48,6 +48,8 @@ class Action(StrEnum):
     MANAGE_ACCOUNTS = "manage-accounts"
     MANAGE_DEVICES = "manage-devices"
     READ_AUDIT = "read-audit"
+    READ_ACTIVITY = "read-activity"  # one's own activity page (who accessed my studies)
+    CHANGE_CREDENTIALS = "change-credentials"  # one's own password or TOTP secret
 
 
 class Visibility(StrEnum):
@@ -131,6 +133,8 @@ _ROLE_ACTIONS: dict[Action, frozenset[Role]] = {
     Action.MANAGE_DEVICES: frozenset({Role.ADMIN}),
     Action.READ_AUDIT: frozenset({Role.AUDITOR, Role.ADMIN}),
     Action.SEARCH: frozenset({Role.PATIENT, Role.DOCTOR}),
+    Action.READ_ACTIVITY: frozenset({Role.PATIENT, Role.DOCTOR}),
+    Action.CHANGE_CREDENTIALS: frozenset(Role),
 }
 
 

@@ -174,6 +174,16 @@ class AuditLog:
             for row in conn.execute(select(audit_events).order_by(audit_events.c.seq)):
                 yield AuditEntry(**row._asdict())
 
+    def recent(self, before: int | None = None, limit: int = 50) -> list[AuditEntry]:
+        """A page of entries, newest first, those before sequence number ``before`` (all when
+        None): paged by position in the chain, so events appended meanwhile (reading the
+        page is one) never shift a page."""
+        query = select(audit_events).order_by(audit_events.c.seq.desc()).limit(max(1, limit))
+        if before is not None:
+            query = query.where(audit_events.c.seq < before)
+        with self._db.read() as conn:
+            return [AuditEntry(**row._asdict()) for row in conn.execute(query)]
+
     def head(self) -> tuple[int, str] | None:
         """The recorded head of the chain."""
         with self._db.read() as conn:

@@ -21,7 +21,17 @@ from gateway.service import Gateway
 from portal import csrf, dicomweb, problems
 from portal.deps import LoginRequired
 from portal.headers import SecurityHeaders
-from portal.routers import admin, auth, metrics, pages, posture, studies, system, tokens
+from portal.routers import (
+    account,
+    admin,
+    auth,
+    metrics,
+    pages,
+    posture,
+    studies,
+    system,
+    tokens,
+)
 from portal.templating import HERE
 
 
@@ -72,6 +82,8 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.include_router(studies.router)
     app.include_router(auth.router)
     app.include_router(pages.router)
+    app.include_router(account.router)
+    app.include_router(account.api)
     app.include_router(admin.router)
     app.include_router(dicomweb.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

@@ -41,6 +41,7 @@ from gateway.keywraps import CUSTODIAN, KeyHolder, Recipient, add_recipient, use
 if TYPE_CHECKING:
     from gateway.accounts.users import Account
     from gateway.anchoring.service import Anchoring
+    from gateway.anchoring.session import Session
 
 
 def match_keys(cipher: IndexCipher, patient_id: str, issuer: str) -> list[str]:
@@ -292,12 +293,14 @@ def link_patient(
     custodian: crypto.KeyPair | None,
     actor: str,
     audit: AuditLog,
+    session: Session | None = None,
 ) -> LinkReport:
     """The link ceremony: link, then hand every earlier study of that patient over.
 
     Checks everything that can be refused before writing anything: the link itself, the
     custodian key when earlier studies exist, and the ledger (held by a running ``up``:
-    LedgerUnavailableError, stop it for the ceremony).
+    LedgerUnavailableError, stop it for the ceremony). ``session``: the ledger session of
+    the process that holds the ledger already (the portal, through ``run_on_ledger``).
     """
     from gateway.anchoring.transfer import transfer_study
     from gateway.ledger.errors import LedgerUnavailableError
@@ -311,7 +314,7 @@ def link_patient(
             f"{len(earlier)} study(ies) of this patient arrived before the link and must be"
             " re-sealed to the patient: set ZTBRIDGE_CUSTODIAN_PASSPHRASE for this command"
         )
-    lock = anchoring.lock if anchoring is not None else None
+    lock = anchoring.lock if anchoring is not None and session is None else None
     ours = lock is not None and not lock.held
     if lock is not None and ours and earlier and not lock.acquire():
         raise LedgerUnavailableError(
@@ -330,13 +333,13 @@ def link_patient(
             else:
                 from gateway.accounts.onchain import sync_users
 
-                session = anchoring.connect()
+                live = session if session is not None else anchoring.connect()
                 try:
-                    sync_users(anchoring.db, session.ledger, anchoring.accounts.admin, audit)
+                    sync_users(anchoring.db, live.ledger, anchoring.accounts.admin, audit)
                     for uid in earlier:
                         report = transfer_study(
                             anchoring,
-                            session,
+                            live,
                             custodian,
                             uid,
                             account.address,
@@ -346,7 +349,8 @@ def link_patient(
                         moved += report.transferred
                         added += report.wraps_added
                 finally:
-                    session.close()
+                    if session is None:
+                        live.close()
     finally:
         if lock is not None and ours:
             lock.release()

@@ -122,6 +122,10 @@ class KeyRing:
             return len(self._keys)
 
 
+#: The idle timer's resolution (see ``Sessions.check``).
+TOUCH_EVERY = timedelta(seconds=30)
+
+
 class Sessions:
     """Issue, check, rotate and end sessions and tokens."""
 
@@ -130,6 +134,8 @@ class Sessions:
         self._clock = clock
         self.policy = policy
         self.keyring = KeyRing()
+        #: How stale ``last_seen_at`` may get before a request writes it again.
+        self._touch_every = min(TOUCH_EVERY, policy.idle / 10)
 
     # -- issuing ----------------------------------------------------------------------------
 
@@ -277,7 +283,13 @@ class Sessions:
             else:
                 self._end_rows([h], reason, wipe=row.kind != ACCESS)
             raise SessionError(f"not logged in (session {reason})")
-        if touch and row.kind == BROWSER:
+        if (
+            touch
+            and row.kind == BROWSER
+            and now - datetime.fromisoformat(row.last_seen_at) >= self._touch_every
+        ):
+            # Coarse on purpose: a viewer fetching 300 frames would otherwise queue 300
+            # writes behind ingest's write lock; the idle timer loses at most this much.
             with self._db.write() as conn:
                 conn.execute(
                     update(auth_sessions)
@@ -365,6 +377,31 @@ class Sessions:
             done = conn.execute(
                 update(auth_sessions)
                 .where(auth_sessions.c.user_id == user_id, auth_sessions.c.ended_at.is_(None))
+                .values(ended_at=now, ended_reason=reason)
+            )
+        self.keyring.drop(families)
+        return int(done.rowcount)
+
+    def end_others(self, user_id: int, keep_family: str, reason: str) -> int:
+        """End every session and token of ``user_id`` except the family ``keep_family`` (the
+        one that asked: a password change logs out everything else); how many were live."""
+        now = self._clock.now().isoformat()
+        with self._db.write() as conn:
+            families = {
+                r.family
+                for r in conn.execute(
+                    select(auth_sessions.c.family).where(
+                        auth_sessions.c.user_id == user_id, auth_sessions.c.family != keep_family
+                    )
+                )
+            }
+            done = conn.execute(
+                update(auth_sessions)
+                .where(
+                    auth_sessions.c.user_id == user_id,
+                    auth_sessions.c.family != keep_family,
+                    auth_sessions.c.ended_at.is_(None),
+                )
                 .values(ended_at=now, ended_reason=reason)
             )
         self.keyring.drop(families)

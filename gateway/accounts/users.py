@@ -41,6 +41,7 @@ from gateway.errors import CryptoError, InvalidEnvelopeError, InvalidInputError
 from gateway.index.database import Database
 from gateway.index.models import auth_sessions, users
 from gateway.index.models import recovery_codes as recovery_table
+from gateway.index.sealing import IndexCipher
 from gateway.keys import CustodianPublic
 from gateway.settings import Settings
 
@@ -158,7 +159,7 @@ class Accounts:
         if db.cipher is None:
             raise InvalidInputError("accounts need the index opened with its index key")
         self._db = db
-        self._cipher = db.cipher
+        self._cipher: IndexCipher = db.cipher
         self._audit = audit
         self._clock = clock
         self._custodian = custodian
@@ -186,6 +187,11 @@ class Accounts:
                 refresh=timedelta(hours=s.refresh_token_hours),
             ),
         )
+
+    @property
+    def cipher(self) -> IndexCipher:
+        """The index key's cipher (sealed secrets of the accounts)."""
+        return self._cipher
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -485,6 +491,47 @@ class Accounts:
         if step is None or not totp.accept_step(self._db, int(row.id), step):
             return None  # wrong, or this step (or a later one) was already accepted
         return "totp"
+
+    def reauthenticate(self, username: str, password: str, code: str, address: str) -> UnlockedKeys:
+        """The password and a fresh second factor again, before a change of credentials: the
+        checks, throttle and audit of a login (a code accepted once is refused after).
+        Returns the keys the password opens; the caller wipes them."""
+        row, unlocked = self._password_step(username, password, address)
+        if self._second_factor(row, code) is None:
+            unlocked.wipe()
+            raise self._refuse(row.username, address, "code")
+        self.throttle.succeeded(row.username, address)
+        return unlocked
+
+    def store_password(self, user_id: int, unlocked: UnlockedKeys, password: str) -> None:
+        """A new password: its hash, and the same private keys sealed under a key derived
+        from it (argon2id, a fresh salt). The keys do not change, so every key wrap, share
+        and the custodian escrow stay valid."""
+        with self._db.write() as conn:
+            conn.execute(
+                update(users)
+                .where(users.c.id == user_id)
+                .values(
+                    password_hash=self.passwords.hash(password),
+                    keys_sealed=keys.seal_with_password(unlocked, password, self.params),
+                )
+            )
+
+    def store_totp(self, user_id: int, secret: str, step: int) -> None:
+        """A new TOTP secret (sealed); ``step``, the one its first code matched, counts as
+        accepted (never moving the last accepted step back)."""
+        sealed = self._cipher.seal("users", "totp_secret", str(user_id), secret.encode())
+        with self._db.write() as conn:
+            conn.execute(
+                update(users)
+                .where(users.c.id == user_id)
+                .values(
+                    totp_secret_sealed=sealed,
+                    totp_last_step=func.max(users.c.totp_last_step, step)
+                    if self._db.is_sqlite
+                    else func.greatest(users.c.totp_last_step, step),
+                )
+            )
 
     def login_password(
         self, username: str, password: str, address: str, previous_session: str | None = None

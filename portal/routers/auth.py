@@ -29,7 +29,12 @@ from portal.templating import render
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
-HOME = {Role.PATIENT: "/studies", Role.DOCTOR: "/studies", Role.ADMIN: "/admin"}
+HOME = {
+    Role.PATIENT: "/studies",
+    Role.DOCTOR: "/studies",
+    Role.ADMIN: "/admin",
+    Role.AUDITOR: "/admin/audit",
+}
 
 
 def home_of(role: str) -> str:

@@ -111,14 +111,3 @@ async def revoke_form(
             return _not_found(request, me)
         raise
     return _back(study_uid)
-
-
-@router.get("/account", response_class=HTMLResponse)
-def account(request: Request, me: PageCallerDep) -> Response:
-    """For roles without pages of their own yet (technologist, auditor)."""
-    return render(
-        request,
-        "message.html",
-        {"title": "Logged in", "text": f"Logged in as {me.username} ({me.principal.role})."},
-        me=me,
-    )

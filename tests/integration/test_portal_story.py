@@ -5,7 +5,9 @@ certificate): the first admin enrolls from the console link, adds a patient and 
 page shows), the patient is linked with ``ztbridge patient link``, storescu pushes a CT
 series for that Patient ID, the patient logs in, sees the study, downloads the ZIP (every
 file compared byte for byte with what was sent), shares with the doctor; the doctor sees it
-and downloads it; the patient revokes; the doctor can no longer (404). Every page is saved
+and downloads it; the patient revokes; the doctor can no longer (404); the patient's Activity
+shows the doctor's download and the grant and revoke on the chain; the admin pages (devices,
+links, anchors, audit log with its verification) render. Every page is saved
 as a screenshot under the test's tmp folder (``shots/``).
 
 TOTP codes: a code is accepted once, for a time step later than the last accepted one, so
@@ -232,5 +234,22 @@ def test_patient_doctor_story(
     doc.goto(f"{base}/studies/{series.study_uid}")
     shot(doc, "drlee-study-gone")
     assert "There is no such study." in doc.content()
+
+    # the patient's Activity: the doctor's download, and the grant and revoke on the chain
+    ann.goto(f"{base}/activity")
+    audit_rows = ann.locator("#audit-activity").inner_text()
+    assert "drlee" in audit_rows and "access.allowed" in audit_rows
+    chain = ann.locator("#chain-activity").inner_text()
+    assert "AccessGranted" in chain and "AccessRevoked" in chain
+    shot(ann, "ann-activity")
+    ann.goto(f"{base}/account")
+    shot(ann, "ann-account")
+    doc.goto(f"{base}/activity")
+    shot(doc, "drlee-activity")
+    # the admin pages: devices and posture, links, pending anchors, the audit log
+    for page in ("devices", "links", "anchors", "audit"):
+        admin.goto(f"{base}/admin/{page}")
+        shot(admin, f"admin-{page}")
+    assert "intact" in admin.locator("#audit-state").inner_text()
     for c in contexts.values():
         c.close()

@@ -1,6 +1,7 @@
 """``ztbridge patient link``: tie a patient account to a DICOM Patient ID.
 
-Thin: ``gateway.accounts.links.link_patient`` does the ceremony (an admin page calls it too).
+Thin: ``gateway.accounts.ceremonies.link_account`` does the ceremony (the admin page's
+Patient ID links form calls it too).
 """
 
 from __future__ import annotations
@@ -10,10 +11,9 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from gateway.accounts.links import link_patient
+from gateway.accounts.ceremonies import link_account
 from gateway.accounts.onchain import sync_now
-from gateway.keys import unlock_custodian
-from ztbridge.cli.console import actor, fail, out
+from ztbridge.cli.console import actor, out
 from ztbridge.cli.context import custodian_passphrase, gateway
 
 app = typer.Typer(help="Patient accounts and the DICOM Patient IDs they own.")
@@ -30,22 +30,11 @@ def patient_link(
 ) -> None:
     """Link the account to the Patient ID: new studies are sealed and anchored to the patient;
     earlier ones are re-sealed to the patient and their records moved on-chain (needs
-    ZTBRIDGE_CUSTODIAN_PASSPHRASE and the ledger: stop 'ztbridge up' for that)."""
+    ZTBRIDGE_CUSTODIAN_PASSPHRASE and the ledger: stop 'ztbridge up' for that, or use the
+    admin page's Patient ID links form, which runs in 'up')."""
     with gateway("read") as gw:
+        report = link_account(gw, username, patient_id, issuer, custodian_passphrase(gw), actor())
         account = gw.users.get(username)
-        earlier = gw.patient_links.studies_of(patient_id, issuer)
-        pair = None
-        if earlier:
-            passphrase = custodian_passphrase(gw)
-            if not passphrase:
-                raise fail(
-                    f"{len(earlier)} study(ies) of this Patient ID arrived before the link and"
-                    " are re-sealed to the patient: set ZTBRIDGE_CUSTODIAN_PASSPHRASE"
-                )
-            pair = unlock_custodian(gw.keys_dir, passphrase)
-        report = link_patient(
-            gw.patient_links, account, patient_id, issuer, gw.anchoring, pair, actor(), gw.audit
-        )
         out.print(
             f"{escape(account.username)} is linked to Patient ID {escape(patient_id)}"
             + (f" (issuer {escape(issuer)})" if issuer else " (any issuer)")
@@ -54,5 +43,5 @@ def patient_link(
             " wrap(s) added",
             highlight=False,
         )
-        if not earlier and gw.anchoring is not None and not sync_now(gw.anchoring):
+        if not report.studies and gw.anchoring is not None and not sync_now(gw.anchoring):
             out.print("registry: the running 'ztbridge up' registers the account", highlight=False)

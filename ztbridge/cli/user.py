@@ -14,10 +14,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from gateway.accounts.ceremonies import recover_account
 from gateway.accounts.onchain import sync_now
 from gateway.accounts.users import Account
 from gateway.durable import create_file
-from gateway.keys import unlock_custodian
 from gateway.service import Gateway
 from ztbridge.cli.console import actor, err, fail, out
 from ztbridge.cli.context import custodian_passphrase, gateway
@@ -176,8 +176,7 @@ def user_recover(username: Annotated[str, typer.Argument(help="login name")]) ->
 
     Needs ZTBRIDGE_CUSTODIAN_PASSPHRASE (an admin ceremony; audited)."""
     with gateway("read") as gw:
-        pair = unlock_custodian(gw.keys_dir, custodian_passphrase(gw))
-        invitation = gw.users.recover(username, pair, actor())
+        invitation = recover_account(gw, username, custodian_passphrase(gw), actor())
     out.print(
         f"{escape(invitation.username)}: old password, TOTP secret, recovery codes and sessions"
         f" are void. New one-time link (valid until {invitation.expires_at}):\n\n"
