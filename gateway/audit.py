@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
 
+from gateway import metrics
 from gateway.clock import Clock
 from gateway.index.database import Database, Tx
 from gateway.index.models import audit_events, audit_head
@@ -151,6 +152,7 @@ class AuditLog:
             conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": digest})
         else:
             conn.execute(_INSERT_HEAD, {"id": 1, "seq": seq, "hash": digest})
+        metrics.observe(event)
         log.debug(
             "audit %s %s actor=%s subject=%s %s",
             event.kind,

@@ -293,7 +293,11 @@ class Ingestor:
         dataset_sha = digest.result()
         # Wrapped before the transaction: HPKE per recipient, only for a new study key.
         issuer = strings.get("IssuerOfPatientID", "")
-        linked = self._recipients.recipients_for(ids["PatientID"], issuer) if key_is_new else ()
+        linked = (
+            self._recipients.recipients_for(ids["PatientID"], issuer, study_uid)
+            if key_is_new
+            else ()
+        )
         wraps = new_key_rows(key, linked, self._clock.now().isoformat()) if key_is_new else []
 
         instance_id: int | None = None  # our row, once inserted (registered as unsettled)

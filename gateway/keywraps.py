@@ -81,16 +81,20 @@ class RecipientDirectory(Protocol):
     ``gateway.accounts.links.LinkedRecipients`` is the real one.
     """
 
-    def recipients_for(self, patient_id: str, issuer: str = "") -> Sequence[Recipient]:
-        """The recipients (never the custodian) of keys of this patient's studies
-        (``issuer``: the Issuer of Patient ID as received, empty if none)."""
+    def recipients_for(
+        self, patient_id: str, issuer: str = "", study_uid: str = ""
+    ) -> Sequence[Recipient]:
+        """The recipients (never the custodian) of a new key of ``study_uid``, a study of
+        this patient (``issuer``: the Issuer of Patient ID as received, empty if none)."""
         ...
 
 
 class NoRecipients:
     """The default directory: no patient is linked to any Patient ID yet."""
 
-    def recipients_for(self, patient_id: str, issuer: str = "") -> Sequence[Recipient]:
+    def recipients_for(
+        self, patient_id: str, issuer: str = "", study_uid: str = ""
+    ) -> Sequence[Recipient]:
         """Nobody."""
         return ()
 

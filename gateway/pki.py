@@ -326,18 +326,103 @@ def key_path_for(cert_out: Path) -> Path:
     return cert_out.with_suffix(".key")
 
 
+PORTAL_KEY_FILE = "portal-key.pem"
+PORTAL_CERT_FILE = "portal.pem"
+
+
+def self_signed_paths(home: Path) -> tuple[Path, Path]:
+    """Where the portal's self-signed certificate and its key live (made at first start)."""
+    return home / "tls" / PORTAL_CERT_FILE, home / "keys" / PORTAL_KEY_FILE
+
+
 def portal_certificate(
     home: Path, cert_file: Path | None, key_file: Path | None
 ) -> tuple[Path, Path] | None:
-    """The certificate and key the portal serves HTTPS with, or None (no certificate).
+    """The certificate and key the portal serves HTTPS with, or None (none yet).
 
     ``portal.tls_cert_file``/``tls_key_file`` when set; otherwise the gateway's own server
     certificate from ``ztbridge ca init``, so one command gives DICOM TLS and the portal the
-    same identity, and agents trust the same CA file (``ztbridge agent --ca tls/ca.pem``).
+    same identity, and agents trust the same CA file (``ztbridge agent --ca tls/ca.pem``);
+    otherwise the self-signed one a first ``ztbridge up`` made (``ensure_self_signed``).
     """
     if cert_file is not None and key_file is not None:
         return cert_file, key_file
+    if cert_file is not None or key_file is not None:
+        return None
     paths = PkiPaths(home)
-    if cert_file is None and key_file is None and paths.exists():
+    if paths.exists():
         return paths.server_cert, paths.server_key
+    cert, key = self_signed_paths(home)
+    if cert.is_file() and key.is_file():
+        return cert, key
     return None
+
+
+def ensure_self_signed(home: Path, hosts: list[str], clock: Clock) -> tuple[Path, Path, bool]:
+    """The portal's self-signed certificate, made now if this home has none: RSA-2048,
+    SHA-256, two years, the host names and addresses of ``hosts`` as SANs. Kept in the home
+    (key owner-only) so its fingerprint stays the same across restarts: users compare it
+    once, then their browser remembers it. Returns (certificate, key, made now)."""
+    cert_path, key_path = self_signed_paths(home)
+    if cert_path.is_file() and key_path.is_file():
+        return cert_path, key_path, False
+    sans = _general_names(hosts)
+    now = clock.now()
+    key = crypto.new_cert_key(crypto.LEAF_KEY_BITS)
+    first = next((str(n.value) for n in sans if isinstance(n, x509.DNSName)), str(sans[0].value))
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ztbridge portal (self-signed)"),
+            x509.NameAttribute(NameOID.COMMON_NAME, first[:64]),
+        ]
+    )
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public)
+        .serial_number(_serial())
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(now + timedelta(days=LEAF_DAYS))
+        # What ``openssl req -x509`` makes: its own trust anchor, so an agent or a browser
+        # can be given this file as the one certificate to trust.
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_encipherment=True,
+                content_commitment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public), critical=False)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    )
+    cert = crypto.sign_certificate(builder, key)
+    if key_path.exists():  # a key without its certificate (a crash between the two writes)
+        key_path.unlink()
+    write_new_file(key_path, crypto.private_key_pem(key))
+    if cert_path.exists():
+        cert_path.unlink()
+    write_new_file(cert_path, crypto.certificate_pem(cert))
+    return cert_path, key_path, True
+
+
+def certificate_fingerprint(cert_file: Path) -> str:
+    """SHA-256 of the (first) certificate in a PEM file, as ``AB:CD:...``: the form browsers
+    and ``openssl x509 -fingerprint -sha256`` show. ConfigError if it is not readable PEM."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    except OSError as e:
+        raise ConfigError(f"cannot read the certificate {cert_file}: {e.strerror}") from e
+    except ValueError as e:
+        raise ConfigError(f"{cert_file} is not a PEM certificate") from e
+    digest = fingerprint(crypto.certificate_der(cert)).upper()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))

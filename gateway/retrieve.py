@@ -26,13 +26,14 @@ pair); a user's unlocked key can be another, later.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy import select
 
-from gateway import crypto
+from gateway import crypto, metrics
 from gateway.dataset import split_part10
 from gateway.errors import (
     DatasetRefusedError,
@@ -238,6 +239,7 @@ class Retrieval:
 
     def _stream(self, store: ContentStore, keys: KeyProvider) -> Iterator[bytes]:
         ref, seen = self.ref, self.observed
+        started = time.perf_counter()
         key = _key(ref, keys)
         digest = hashlib.sha256()
         head: bytearray | None = bytearray()
@@ -268,6 +270,7 @@ class Retrieval:
             )
         if seen.sha256 != ref.sha256:
             raise _damaged(ref, "hash", "SHA-256 of the decrypted data set differs from the record")
+        metrics.retrieved(seen.size, time.perf_counter() - started)
         yield held
 
     def _meta_end(self, head: bytearray) -> int | None:

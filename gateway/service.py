@@ -173,7 +173,7 @@ def open_gateway(
         audit,
         clock,
         settings.ingest.max_instance_mb << 20,
-        recipients if recipients is not None else LinkedRecipients(db),
+        recipients if recipients is not None else LinkedRecipients(db, clock),
         require_patient_id=settings.ingest.require_patient_id,
         settling=settling,
         inflate_limits=InflateLimits(

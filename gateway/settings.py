@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from ipaddress import ip_address
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any, Literal
 
@@ -178,7 +178,10 @@ class PortalSettings(_Section):
     tls_cert_file: Path | None = Field(None, description="PEM server certificate (chain)")
     tls_key_file: Path | None = Field(None, description="PEM private key of the certificate")
     allow_plain_http: bool = Field(
-        False, description="serve plain HTTP when no certificate is set (development only)"
+        False,
+        description=(
+            "serve plain HTTP, not a self-signed certificate, when none is set (development)"
+        ),
     )
     # The connection guard in front of the app (portal/edge.py says why each exists).
     max_connections: int = Field(
@@ -245,6 +248,14 @@ class PortalSettings(_Section):
         le=63072000,
         description="Strict-Transport-Security max-age over HTTPS; 0: no HSTS header",
     )
+    # /metrics (portal/routers/metrics.py): off (404) unless one of these is set.
+    metrics_networks: list[str] = Field(
+        default_factory=list,
+        description="addresses (CIDR) whose requests may scrape /metrics without a token",
+    )
+    metrics_token: SecretStr | None = Field(
+        None, description="bearer token that may scrape /metrics from any address"
+    )
 
     cors_origins: list[str] = Field(
         default_factory=list,
@@ -268,6 +279,20 @@ class PortalSettings(_Section):
                 raise ValueError(
                     f"{origin!r} is not an origin: scheme://host[:port], no path, no '*'"
                 )
+        return v
+
+    @field_validator("metrics_networks")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for cidr in v:
+            ip_network(cidr, strict=False)
+        return v
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _token(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < 16:
+            raise ValueError("the metrics token must be at least 16 characters")
         return v
 
 

@@ -22,9 +22,9 @@ from typing import Any
 from sqlalchemy import func, select
 
 from gateway.anchoring.outbox import outbox_counts
-from gateway.errors import StorageError
+from gateway.errors import ConfigError, StorageError
 from gateway.index.models import audit_events, devices, instances, studies
-from gateway.pki import PkiPaths, portal_certificate
+from gateway.pki import PkiPaths, certificate_fingerprint, portal_certificate
 from gateway.search import Search
 from gateway.service import Gateway
 from gateway.settings import Settings
@@ -175,10 +175,17 @@ def portal_line(s: Settings) -> str:
     p = s.portal
     found = portal_certificate(s.home, p.tls_cert_file, p.tls_key_file)
     if found is not None:
-        return f"https://{p.host}:{p.port} (certificate {found[0]})"
+        try:
+            fp = f"SHA-256 {certificate_fingerprint(found[0])}"
+        except ConfigError as e:
+            fp = f"unreadable: {e}"
+        return f"https://{p.host}:{p.port} (certificate {found[0]}, {fp})"
     if p.allow_plain_http:
         return f"http://{p.host}:{p.port} (plain HTTP: development only)"
-    return "off (no certificate: run 'ztbridge ca init'): posture reports cannot be received"
+    return (
+        f"https://{p.host}:{p.port} (no certificate yet: the next 'ztbridge up' makes a"
+        " self-signed one, or run 'ztbridge ca init')"
+    )
 
 
 def ledger_line(gw: Gateway) -> str:

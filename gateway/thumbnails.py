@@ -3,8 +3,11 @@
 Why here: turning Pixel Data into pixels is the most dangerous thing done to received data
 (a decoder trusts Rows x Columns x frames before it looks at the bytes), so the one rule of
 ``gateway.pixels`` is applied first: ``check_geometry`` on the instance's own header, and
-nothing is decoded unless ``decodable``. Only native (uncompressed) Pixel Data is decoded
-today (no codec plugin is installed); anything else, or anything that fails, is ``None``
+nothing is decoded unless ``decodable``. Native Pixel Data is decoded by pydicom; the
+compressed syntaxes by the codec plugins pydicom finds installed (pylibjpeg with its
+libjpeg plugin for JPEG baseline, extended and lossless, its openjpeg plugin for JPEG 2000;
+RLE by pydicom itself). Only the first frame is decoded, and its shape must be the one the
+header claims. A syntax no installed plugin decodes, or anything that fails, is ``None``
 and the caller shows a placeholder, never an error.
 
 The first frame is windowed with the instance's own VOI (Window Center/Width, else its
@@ -29,6 +32,19 @@ def _int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def decodable_syntax(syntax: str) -> bool:
+    """Whether pydicom, with the plugins installed here, decodes this transfer syntax."""
+    if syntax in NATIVE:
+        return True
+    from pydicom.pixels.decoders.base import get_decoder
+    from pydicom.uid import UID
+
+    try:
+        return bool(get_decoder(UID(syntax)).is_available)
+    except NotImplementedError:  # a syntax pydicom has no decoder for at all
+        return False
+
+
 def preview_png(part10: bytes, size: int = 128) -> bytes | None:
     """The instance's first frame as a PNG at most ``size`` pixels a side; None if it has
     no decodable pixels (the caller shows a placeholder)."""
@@ -43,26 +59,31 @@ def _render(part10: bytes, size: int) -> bytes | None:
     import numpy as np
     import pydicom
     from PIL import Image
+    from pydicom.encaps import parse_fragments
     from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
+    from pydicom.pixels.utils import pixel_array
 
     ds = pydicom.dcmread(io.BytesIO(part10))
     syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
-    if syntax not in NATIVE or "PixelData" not in ds:
+    if "PixelData" not in ds or not decodable_syntax(syntax):
         return None
+    native = syntax in NATIVE
     facts = PixelFacts(
         rows=_int(ds.get("Rows")),
         columns=_int(ds.get("Columns")),
         samples_per_pixel=_int(ds.get("SamplesPerPixel")),
         bits_allocated=_int(ds.get("BitsAllocated")),
         number_of_frames=_int(ds.get("NumberOfFrames")),
-        pixel_length=len(ds.PixelData),
+        pixel_length=len(ds.PixelData) if native else -1,
+        fragments=0 if native else parse_fragments(ds.PixelData)[0],  # the offset table too
         transfer_syntax=syntax,
     )
     if not check_geometry(facts).decodable or facts.samples_per_pixel != 1:
         return None
-    frame = ds.pixel_array
-    if frame.ndim == 3:
-        frame = frame[0]
+    frame = pixel_array(ds, index=0)  # the first frame only, whatever the number of frames
+    if frame.shape != (facts.rows, facts.columns):
+        log.info("no preview: the decoded frame is %s, not the header's geometry", frame.shape)
+        return None
     values = apply_modality_lut(frame, ds)
     if "WindowCenter" in ds and "WindowWidth" in ds:
         values = apply_voi_lut(values, ds)

@@ -22,7 +22,17 @@ from portal import csrf, dicomweb, problems, viewer
 from portal.deps import LoginRequired
 from portal.dicomweb.cors import DicomwebCors
 from portal.headers import SecurityHeaders
-from portal.routers import account, admin, auth, pages, posture, studies, system, tokens
+from portal.routers import (
+    account,
+    admin,
+    auth,
+    metrics,
+    pages,
+    posture,
+    studies,
+    system,
+    tokens,
+)
 from portal.templating import HERE
 
 
@@ -67,6 +77,7 @@ def create_app(gateway: Gateway) -> FastAPI:
 
     app.add_exception_handler(LoginRequired, to_login)
     app.include_router(system.router)
+    app.include_router(metrics.router)
     app.include_router(posture.router)
     app.include_router(tokens.router)
     app.include_router(studies.router)

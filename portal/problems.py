@@ -132,6 +132,18 @@ CATALOGUE: dict[str, tuple[int, str, str]] = {
         " yet; try again in a minute).",
     ),
     "not-found": (404, "Not found", "The resource does not exist."),
+    "scrape-refused": (
+        403,
+        "Scrape refused",
+        "/metrics answers only requests from portal.metrics_networks or bearing"
+        " portal.metrics_token (Authorization: Bearer ...).",
+    ),
+    "dicomdir-unavailable": (
+        422,
+        "No DICOMDIR for this study",
+        "The study lacks an attribute a DICOMDIR record requires; download it without"
+        " ?dicomdir=1 (the plain ZIP has every file).",
+    ),
     "gateway-misconfigured": (
         500,
         "Gateway misconfigured",

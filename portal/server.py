@@ -7,8 +7,10 @@ deadline and hands the stream to uvicorn's h11 protocol with a deadline for requ
 The listening socket is bound here, on the caller's thread, so "port in use" is an ordinary
 OSError the CLI can explain; the TLS context is built here too, so a missing or mismatched
 certificate stops ``ztbridge up`` with the setting named instead of failing in a thread.
-Plain HTTP is served only when ``portal.allow_plain_http`` is set (refused in production)
-and is logged loudly: posture reports are signed, but their content is readable on the path.
+Without a configured certificate or ``ca init``'s, ``ztbridge up`` makes a self-signed one at
+first start and keeps it in the home. Plain HTTP is served only when
+``portal.allow_plain_http`` is set (refused in production) and is logged loudly: posture
+reports are signed, but their content is readable on the path.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ Mode = Literal["https", "http"]
 
 
 def credentials(settings: Settings) -> tuple[Path, Path] | None:
-    """The portal's certificate and key: the settings', else the one ``ca init`` issued."""
+    """The portal's certificate and key: the settings', else the one ``ca init`` issued, else
+    the self-signed one a first ``ztbridge up`` made; None when there is none yet."""
     s = settings.portal
     if (s.tls_cert_file is None) != (s.tls_key_file is None):
         raise ConfigError(
@@ -48,7 +51,9 @@ def credentials(settings: Settings) -> tuple[Path, Path] | None:
 
 
 def portal_mode(settings: Settings) -> Mode | None:
-    """How the portal is served, or None when it is off (no certificate, plain not allowed)."""
+    """How the portal is served with what the home and settings hold now; None: there is no
+    certificate and plain HTTP is not allowed, so ``ztbridge up`` makes a self-signed one
+    (``gateway.pki.ensure_self_signed``) and serves HTTPS with it."""
     if credentials(settings) is not None:
         return "https"
     return "http" if settings.portal.allow_plain_http else None

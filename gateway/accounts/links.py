@@ -34,7 +34,7 @@ from gateway.audit import AuditEvent, AuditLog
 from gateway.clock import Clock
 from gateway.errors import ConfigError, InvalidInputError
 from gateway.index.database import Database
-from gateway.index.models import patient_links, patients, studies, users
+from gateway.index.models import patient_links, patients, shares, studies, users
 from gateway.index.sealing import IndexCipher
 from gateway.keywraps import CUSTODIAN, KeyHolder, Recipient, add_recipient, user_recipient
 
@@ -68,31 +68,67 @@ class LinkedOwner:
 
 
 class LinkedRecipients:
-    """The ingest hook: the linked patient of a Patient ID gets a wrap of each new key.
+    """The ingest hook: the linked patient of a Patient ID gets a wrap of each new key, and
+    so does every doctor the study is shared with (a live, unexpired share).
 
-    One indexed read per new study key (not per instance), never a write; reads the index
-    each time, so a link made by another process (the CLI) counts from its commit on.
+    A study gets a new study key when instances arrive after its key went idle
+    (``ingest.study_key_idle_seconds``); without a wrap of that key the doctor it was shared
+    with could read only the instances sent before. The on-chain grant already covers every
+    record of the study, those anchored later included, so the wrap is all that is needed.
+
+    A few indexed reads per new study key (not per instance), never a write; reads the index
+    each time, so a link or share made by another process (the CLI) counts from its commit on.
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, clock: Clock | None = None) -> None:
         if db.cipher is None:
             raise ConfigError("patient links need the index opened with its index key")
         self._db = db
         self._cipher = db.cipher
+        self._clock = clock
 
-    def recipients_for(self, patient_id: str, issuer: str = "") -> Sequence[Recipient]:
-        """The linked patient account(s) of this Patient ID (and issuer)."""
-        if not patient_id:
-            return ()
+    def recipients_for(
+        self, patient_id: str, issuer: str = "", study_uid: str = ""
+    ) -> Sequence[Recipient]:
+        """The linked patient account(s) of this Patient ID (and issuer), then the doctors
+        ``study_uid`` is shared with."""
+        found: list[Recipient] = []
         with self._db.read() as conn:
-            rows = conn.execute(
-                select(users.c.eth_address, users.c.hpke_kem, users.c.hpke_public)
-                .join(patient_links, patient_links.c.user_id == users.c.id)
-                .where(patient_links.c.match_key.in_(match_keys(self._cipher, patient_id, issuer)))
-            ).all()
-        return [
-            Recipient(user_recipient(r.eth_address), r.hpke_kem, bytes(r.hpke_public)) for r in rows
-        ]
+            if patient_id:
+                rows = conn.execute(
+                    select(users.c.eth_address, users.c.hpke_kem, users.c.hpke_public)
+                    .join(patient_links, patient_links.c.user_id == users.c.id)
+                    .where(
+                        patient_links.c.match_key.in_(match_keys(self._cipher, patient_id, issuer))
+                    )
+                ).all()
+                found += [
+                    Recipient(user_recipient(r.eth_address), r.hpke_kem, bytes(r.hpke_public))
+                    for r in rows
+                ]
+            if study_uid:
+                found += _share_recipients(conn, study_uid, self._clock)
+        return found
+
+
+def _share_recipients(conn: Any, study_uid: str, clock: Clock | None) -> list[Recipient]:
+    """The doctors with a live share of ``study_uid`` (not expired, not suspended)."""
+    query = (
+        select(users.c.eth_address, users.c.hpke_kem, users.c.hpke_public)
+        .join(shares, shares.c.doctor_id == users.c.id)
+        .where(
+            shares.c.study_uid == study_uid,
+            users.c.role == Role.DOCTOR.value,
+            users.c.suspended.is_(False),
+        )
+    )
+    if clock is not None:
+        now = clock.now().isoformat()
+        query = query.where(shares.c.expires_at.is_(None) | (shares.c.expires_at > now))
+    return [
+        Recipient(user_recipient(r.eth_address), r.hpke_kem, bytes(r.hpke_public))
+        for r in conn.execute(query).all()
+    ]
 
 
 def linked_owner(conn: Any, study_uid: str, *, registered: bool = True) -> LinkedOwner | None:

@@ -300,6 +300,31 @@ class Sessions:
             int(row.user_id), row.username, row.role, row.kind, row.stage, row.family, keys
         )
 
+    def held_keys(self, user_id: int) -> UnlockedKeys | None:
+        """The user's unlocked keys if this process holds them for a live, completed session
+        or token family (for work the user asked for earlier, e.g. a share's expiry revoke);
+        None when the user is not logged in here."""
+        now = self._clock.now()
+        with self._db.read() as conn:
+            families = conn.execute(
+                select(auth_sessions.c.family)
+                .where(
+                    auth_sessions.c.user_id == user_id,
+                    auth_sessions.c.stage == FULL,
+                    auth_sessions.c.ended_at.is_(None),
+                    auth_sessions.c.expires_at > now.isoformat(),
+                    # a browser session idle past its timeout is over, checked or not
+                    (auth_sessions.c.kind != BROWSER)
+                    | (auth_sessions.c.last_seen_at > (now - self.policy.idle).isoformat()),
+                )
+                .distinct()
+            ).scalars()
+            for family in families:
+                keys = self.keyring.get(family)
+                if keys is not None and not keys.wiped:
+                    return keys
+        return None
+
     # -- ending -----------------------------------------------------------------------------
 
     def _end_rows(self, hashes: list[str], reason: str, *, wipe: bool) -> None:

@@ -403,3 +403,14 @@ def outbox_counts(db: Database) -> OutboxCounts:
         audit_head=int(head or 0),
         last_error=last_error,
     )
+
+
+def oldest_pending(db: Database) -> str | None:
+    """When the oldest batch still waiting to be anchored was sealed (ISO time), or None."""
+    with db.read() as conn:
+        return conn.execute(
+            select(anchor_batches.c.created_at)
+            .where(anchor_batches.c.state == PENDING)
+            .order_by(anchor_batches.c.id)
+            .limit(1)
+        ).scalar()

@@ -73,10 +73,14 @@ def get_study(study_uid: str, caller: CallerDep, gw: GatewayDep) -> dict[str, An
 
 
 @router.get("/{study_uid}/archive", summary="The study's original files as a ZIP")
-def get_archive(study_uid: str, caller: CallerDep, gw: GatewayDep) -> StreamingResponse:
-    """Streamed: every instance decrypted with the caller's own key as it is sent."""
-    chunks = library.archive(gw, caller, study_uid)
-    name = library.archive_name(study_uid)
+def get_archive(
+    study_uid: str, caller: CallerDep, gw: GatewayDep, dicomdir: bool = False
+) -> StreamingResponse:
+    """Streamed: every instance decrypted with the caller's own key as it is sent.
+    ``?dicomdir=1``: a DICOMDIR media layout (the files under File-set names, with the
+    DICOMDIR that indexes them)."""
+    chunks = library.archive(gw, caller, study_uid, dicomdir=dicomdir)
+    name = library.archive_name(study_uid, dicomdir)
     return StreamingResponse(
         chunks,
         media_type="application/zip",

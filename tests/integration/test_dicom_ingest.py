@@ -340,7 +340,7 @@ def test_first_start_and_clean_stop(tmp_path: Path, dcmtk: None) -> None:
     first = gw.log()
     assert "ZTBRIDGE_CUSTODIAN_PASSPHRASE=" in first
     assert "ztbridge device add" in first
-    assert "portal OFF: no certificate" in first  # no certificate: said loudly
+    assert "self-signed, made now" in first and "SHA-256 fingerprint" in first
     assert "ztbridge stopped" in first
     assert (gw.home / "keys" / "custodian.json").stat().st_mode & 0o777 == 0o600
     gw.start()

@@ -44,7 +44,9 @@ class Directory:
         self.recipient = recipient
         self.asked: list[str] = []
 
-    def recipients_for(self, patient_id: str, issuer: str = "") -> Sequence[Recipient]:
+    def recipients_for(
+        self, patient_id: str, issuer: str = "", study_uid: str = ""
+    ) -> Sequence[Recipient]:
         self.asked.append(patient_id)
         return [self.recipient] if patient_id == self.patient_id else []
 

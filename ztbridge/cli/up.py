@@ -15,11 +15,13 @@ from types import FrameType
 import typer
 
 from dicom_scp.server import DicomServer
+from gateway.accounts.expiry import sweep
 from gateway.anchoring.worker import AnchorWorker
 from gateway.errors import ZtbridgeError
+from gateway.pki import certificate_fingerprint, default_server_names, ensure_self_signed
 from gateway.service import Gateway, open_gateway
 from gateway.status import UpMarker
-from portal.server import PortalServer, portal_mode
+from portal.server import PortalServer, credentials, portal_mode
 from ztbridge.cli.console import err, fail, setup_logging
 from ztbridge.cli.context import announce_passphrase, settings
 
@@ -106,6 +108,7 @@ def _serve(gw: Gateway, home: Path, marker: UpMarker) -> None:
             ticks += 1
             if ticks % 300 == 0:  # every minute
                 gw.keys.forget_idle()
+                _expire_shares(gw)
         log.info("signal %d: stopping", stopping[0])
     finally:
         server.stop()
@@ -116,6 +119,23 @@ def _serve(gw: Gateway, home: Path, marker: UpMarker) -> None:
         gw.close()
         log.info("ztbridge stopped")
     raise typer.Exit(0)
+
+
+def _expire_shares(gw: Gateway) -> None:
+    """Shares past their expiry end like a revoke (``gateway.accounts.expiry``)."""
+    if gw.accounts is None:
+        return
+    try:
+        done = sweep(gw.db, gw.users, gw.users.sessions, gw.anchoring, gw.clock, gw.audit)
+    except ZtbridgeError as e:
+        log.warning("expired shares: %s (tried again in a minute)", e)
+        return
+    if done.waiting:
+        log.info(
+            "%d expired shares wait for their patient's next login to be revoked on-chain"
+            " (access already ended in the index)",
+            done.waiting,
+        )
 
 
 def announce_first_admin(gw: Gateway) -> None:
@@ -142,22 +162,24 @@ def announce_first_admin(gw: Gateway) -> None:
 
 
 def start_portal(gw: Gateway) -> PortalServer | None:
-    """Serve the portal (posture reports) before DICOM listens, so that once the DICOM port
-    accepts connections the agents can report too. Off, loudly, without a certificate."""
+    """Serve the portal (posture reports, patients and doctors) before DICOM listens, so
+    that once the DICOM port accepts connections the agents can report too. HTTPS with the
+    configured certificate, else ``ca init``'s server certificate, else a self-signed one
+    made now and kept in the home; plain HTTP only with ``portal.allow_plain_http``. The
+    certificate's SHA-256 fingerprint is printed, for users to compare with their browser's."""
     s = gw.settings.portal
     try:
         mode = portal_mode(gw.settings)
+        made = False
         if mode is None:
-            log.warning(
-                "portal OFF: no certificate, so posture reports cannot be received and devices"
-                " that require posture will be refused. Run 'ztbridge ca init' (the portal"
-                " then serves the gateway's server certificate), or set"
-                " portal.tls_cert_file / tls_key_file, or portal.allow_plain_http = true in"
-                " development"
-            )
-            return None
+            _, _, made = ensure_self_signed(gw.settings.home, _portal_names(s.host), gw.clock)
+            mode = "https"
         portal = PortalServer(gw, mode)
         portal.start()
+        if mode == "https":
+            found = credentials(gw.settings)
+            assert found is not None
+            _announce_certificate(found[0], made, portal.url)
     except ZtbridgeError as e:
         gw.close()
         raise fail(str(e)) from None
@@ -168,3 +190,25 @@ def start_portal(gw: Gateway) -> PortalServer | None:
             " (set ZTBRIDGE_PORTAL__PORT or stop what uses the port)"
         ) from None
     return portal
+
+
+def _portal_names(host: str) -> list[str]:
+    """The self-signed certificate's names: this host's, and the portal's address if it
+    listens on one address only."""
+    names = default_server_names()
+    if host not in ("0.0.0.0", "::") and host not in names:
+        names.append(host)
+    return names
+
+
+def _announce_certificate(cert: Path, made: bool, url: str) -> None:
+    fp = certificate_fingerprint(cert)
+    how = "self-signed, made now" if made else str(cert)
+    log.info("portal certificate %s, SHA-256 fingerprint %s", cert, fp)
+    err.print(
+        f"\nThe portal is at {url}; its certificate ({how}) has the SHA-256 fingerprint\n\n"
+        f"    {fp}\n\ncompare it with what the browser shows before logging in"
+        " (also in 'ztbridge status').\n",
+        highlight=False,
+        soft_wrap=True,  # the fingerprint stays on one line, whatever the terminal's width
+    )
