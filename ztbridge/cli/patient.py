@@ -10,9 +10,6 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from gateway.accounts.links import link_patient
-from gateway.accounts.onchain import sync_now
-from gateway.keys import unlock_custodian
 from ztbridge.cli.console import actor, fail, out
 from ztbridge.cli.context import custodian_passphrase, gateway
 
@@ -31,6 +28,10 @@ def patient_link(
     """Link the account to the Patient ID: new studies are sealed and anchored to the patient;
     earlier ones are re-sealed to the patient and their records moved on-chain (needs
     ZTBRIDGE_CUSTODIAN_PASSPHRASE and the ledger: stop 'ztbridge up' for that)."""
+    from gateway.accounts.links import link_patient
+    from gateway.accounts.onchain import sync_now
+    from gateway.keys import unlock_custodian
+
     with gateway("read") as gw:
         account = gw.users.get(username)
         earlier = gw.patient_links.studies_of(patient_id, issuer)

@@ -11,23 +11,27 @@ import signal
 import time
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import typer
 
-from dicom_scp.server import DicomServer
-from gateway.anchoring.worker import AnchorWorker
 from gateway.errors import ZtbridgeError
-from gateway.service import Gateway, open_gateway
-from gateway.status import UpMarker
-from portal.server import PortalServer, portal_mode
 from ztbridge.cli.console import err, fail, setup_logging
 from ztbridge.cli.context import announce_passphrase, settings
+
+if TYPE_CHECKING:
+    from gateway.service import Gateway
+    from gateway.status import UpMarker
+    from portal.server import PortalServer
 
 log = logging.getLogger("ztbridge")
 
 
 def up() -> None:
     """Start ztbridge: the DICOM listener on embedded defaults. Ctrl-C stops it cleanly."""
+    from gateway.service import open_gateway
+    from gateway.status import UpMarker
+
     s = settings()
     setup_logging(s.log_level)
     marker = UpMarker(s.home)
@@ -50,6 +54,9 @@ def _pid(marker: UpMarker) -> str:
 
 
 def _serve(gw: Gateway, home: Path, marker: UpMarker) -> None:
+    from dicom_scp.server import DicomServer
+    from gateway.anchoring.worker import AnchorWorker
+
     s = gw.settings
     announce_passphrase(gw)
     announce_first_admin(gw)
@@ -144,6 +151,8 @@ def announce_first_admin(gw: Gateway) -> None:
 def start_portal(gw: Gateway) -> PortalServer | None:
     """Serve the portal (posture reports) before DICOM listens, so that once the DICOM port
     accepts connections the agents can report too. Off, loudly, without a certificate."""
+    from portal.server import PortalServer, portal_mode
+
     s = gw.settings.portal
     try:
         mode = portal_mode(gw.settings)
