@@ -133,6 +133,10 @@ def make_gateway(tmp: Path, name: str = "zt", **extra_env: str) -> GatewayProces
         "ZTBRIDGE_PORTAL__PORT": str(free_port()),
         "ZTBRIDGE_TLS__PORT": str(free_port()),
         "ZTBRIDGE_CUSTODIAN_PASSPHRASE": PASSPHRASE,
+        # rich wraps the CLI's output at 80 columns off a terminal and folds a word longer
+        # than a line: a tmp path (longer under pytest-xdist, .../popen-gw0/...) would be cut
+        # in two where tests look for it whole.
+        "COLUMNS": "200",
         **extra_env,
     }
     env.pop("ZTBRIDGE_CONFIG", None)
