@@ -1,16 +1,21 @@
 """The hostile-input family (tests/hostile): every module drives a real ``ztbridge up`` with
 DCMTK as the honest modality and raw sockets as the attacker; see harness.py.
 
-Modules share one gateway each (a module-scoped fixture around ``harness.hostile_gateway``),
-so the family stays quick; every test here is an integration test.
+The DICOM modules share one gateway (``family``, package scope, with DICOM TLS): starting
+one costs a CA, three device registrations and ``up``, and every case proves the gateway
+still serves afterwards anyway. Each module's cases keep to their own studies. The portal's
+slowloris needs a portal configured for it and starts its own. Every test here is an
+integration test.
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 
 import pytest
 
+from tests.hostile.harness import HostileGateway, hostile_gateway
 from tests.support.node import missing_peer
 
 
@@ -26,3 +31,14 @@ def dcmtk_installed() -> None:
     for tool in ("storescu", "echoscu"):
         if shutil.which(tool) is None:
             missing_peer(f"{tool} not installed: install Debian's dcmtk")
+
+
+@pytest.fixture(scope="package")
+def family(
+    tmp_path_factory: pytest.TempPathFactory, dcmtk_installed: None
+) -> Iterator[HostileGateway]:
+    """The family's running gateway: MODALITY, HOSTILE and (over DICOM TLS) HOSTILETLS; the
+    ARTIM timer (acse_timeout) at its default of 30 s, which test_dul's promptness relies on."""
+    tmp = tmp_path_factory.mktemp("hostile")
+    with hostile_gateway(tmp, tls=True, ZTBRIDGE_DICOM__ACSE_TIMEOUT="30") as g:
+        yield g

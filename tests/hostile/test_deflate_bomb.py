@@ -10,27 +10,26 @@ mark (VmHWM, reset just before the attack), so no sample can miss the peak.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 
-from tests.hostile._datasets import (
+from tests.hostile.harness import (
     DEFLATED,
+    HostileGateway,
     Raw,
     ct,
     deflate_bomb,
     encode,
     exported,
-    hostile_gateway,
     pixel_element,
     raw,
     send,
     verified,
 )
 from tests.support.dicomgen import make_ct_series
-from tests.support.gateway_proc import GatewayProcess, running, storescu
+from tests.support.gateway_proc import GatewayProcess, storescu
 
 pytestmark = pytest.mark.integration
 OUT_OF_RESOURCES = 0xA700
@@ -42,9 +41,9 @@ PEAK_GROWTH_LIMIT = 128 << 20
 
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    with running(hostile_gateway(tmp_path_factory.mktemp("bomb"))) as g:
-        yield g
+def gw(family: HostileGateway) -> GatewayProcess:
+    """The family's gateway (tests/hostile/conftest.py)."""
+    return family.gw
 
 
 def _status_kb(g: GatewayProcess, field: str) -> int:

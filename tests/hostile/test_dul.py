@@ -25,7 +25,6 @@ from tests.hostile.harness import (
     P_DATA,
     HostileGateway,
     abort_reason,
-    hostile_gateway,
     rss,
     threads,
 )
@@ -61,13 +60,11 @@ RSS_GROWTH_LIMIT = 64 << 20
 
 
 @pytest.fixture(scope="module")
-def hg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileGateway]:
-    tmp = tmp_path_factory.mktemp("hostile-dul")
-    with hostile_gateway(tmp, tls=True, ZTBRIDGE_DICOM__ACSE_TIMEOUT="30") as g:
-        g.alive()  # warm up before any baseline
-        g.baseline_rss = rss(g.gw)
-        g.baseline_threads = threads(g.gw)
-        yield g
+def hg(family: HostileGateway) -> Iterator[HostileGateway]:
+    family.alive()  # warm up before any baseline
+    family.baseline_rss = rss(family.gw)
+    family.baseline_threads = threads(family.gw)
+    yield family
 
 
 def _refused_once(hg: HostileGateway, mark: int, check: str) -> None:

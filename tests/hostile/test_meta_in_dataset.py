@@ -9,19 +9,18 @@ the same association are stored and export byte for byte.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 
-from tests.hostile._datasets import (
+from tests.hostile.harness import (
     DEFLATED,
+    HostileGateway,
     Raw,
     ct,
     encode,
     exported,
-    hostile_gateway,
     meta_in_dataset,
     pixel_flags,
     raw,
@@ -29,16 +28,16 @@ from tests.hostile._datasets import (
     verified,
     write_part10,
 )
-from tests.support.gateway_proc import GatewayProcess, make_gateway, running
+from tests.support.gateway_proc import GatewayProcess, make_gateway
 
 pytestmark = pytest.mark.integration
 CANNOT_UNDERSTAND = 0xC000
 
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    with running(hostile_gateway(tmp_path_factory.mktemp("meta"))) as g:
-        yield g
+def gw(family: HostileGateway) -> GatewayProcess:
+    """The family's gateway (tests/hostile/conftest.py)."""
+    return family.gw
 
 
 def valid(study_uid: str) -> Raw:

@@ -7,33 +7,32 @@ the header's word; ``gateway.pixels.check_geometry`` is the check every decoder 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.hostile._datasets import (
+from tests.hostile.harness import (
     DEFLATED,
+    HostileGateway,
     Raw,
     absurd_geometry,
     ct,
     encode,
     exported,
-    hostile_gateway,
     pixel_flags,
     raw,
     send,
     verified,
 )
-from tests.support.gateway_proc import GatewayProcess, running
+from tests.support.gateway_proc import GatewayProcess
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    with running(hostile_gateway(tmp_path_factory.mktemp("geometry"))) as g:
-        yield g
+def gw(family: HostileGateway) -> GatewayProcess:
+    """The family's gateway (tests/hostile/conftest.py)."""
+    return family.gw
 
 
 def short(study_uid: str) -> Raw:

@@ -20,16 +20,28 @@ PASSPHRASE = "integration-test-passphrase"
 _HANDED_OUT: set[int] = set()
 
 
+def _worker_share() -> tuple[int, int]:
+    """(this pytest-xdist worker's number, how many workers); (0, 1) in a plain run."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if worker.startswith("gw") and worker[2:].isdigit() and count.isdigit() and int(count) > 1:
+        return int(worker[2:]), int(count)
+    return 0, 1
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now, and never one this test run handed out
     before: the kernel may offer a port again once its first taker has closed the probe
     socket and not yet bound it (a gateway gets three ports, then runs CLI commands for
-    seconds before ``up`` binds them)."""
+    seconds before ``up`` binds them). Under pytest-xdist the ports are dealt out in blocks of
+    16, each worker taking only its own blocks ((port // 16) % workers), so two workers never
+    hand out the same one. (Not port % workers: Linux hands bind() even ports by preference.)"""
+    worker, workers = _worker_share()
     while True:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = int(s.getsockname()[1])
-        if port not in _HANDED_OUT:
+        if port not in _HANDED_OUT and (port // 16) % workers == worker:
             _HANDED_OUT.add(port)
             return port
 
@@ -121,6 +133,10 @@ def make_gateway(tmp: Path, name: str = "zt", **extra_env: str) -> GatewayProces
         "ZTBRIDGE_PORTAL__PORT": str(free_port()),
         "ZTBRIDGE_TLS__PORT": str(free_port()),
         "ZTBRIDGE_CUSTODIAN_PASSPHRASE": PASSPHRASE,
+        # rich wraps the CLI's output at 80 columns off a terminal and folds a word longer
+        # than a line: a tmp path (longer under pytest-xdist, .../popen-gw0/...) would be cut
+        # in two where tests look for it whole.
+        "COLUMNS": "200",
         **extra_env,
     }
     env.pop("ZTBRIDGE_CONFIG", None)

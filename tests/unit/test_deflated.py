@@ -15,7 +15,7 @@ from gateway.dataset import inflate, refuse_file_meta, scan, split_part10
 from gateway.deflated import RATIO_FLOOR, InflateLimits, inflate_checked
 from gateway.errors import DatasetRefusedError
 from gateway.header import header_parts
-from tests.hostile._datasets import (
+from tests.hostile.harness import (
     ct,
     deflate_bomb,
     encode,

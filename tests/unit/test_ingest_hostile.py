@@ -18,7 +18,7 @@ from gateway.keys import unlock_custodian
 from gateway.retrieve import CustodianKeys, find_instance, retrieve, retrieve_header
 from gateway.service import Gateway, open_gateway
 from gateway.settings import load_settings
-from tests.hostile._datasets import DEFLATED, Raw, absurd_geometry, deflate_bomb, meta_in_dataset
+from tests.hostile.harness import DEFLATED, Raw, absurd_geometry, deflate_bomb, meta_in_dataset
 from tests.unit.test_deflated import rich
 
 ORIGIN = Origin(kind="import", actor="test")

@@ -40,6 +40,11 @@ GROUPS: list[tuple[str, str]] = [
 ]
 
 
+def command_names() -> set[str]:
+    """Every top-level command and group name."""
+    return {name for name, _ in COMMANDS} | {name for name, _ in GROUPS}
+
+
 def _load(ref: str) -> Any:
     module, _, attribute = ref.partition(":")
     return getattr(importlib.import_module(module), attribute)

@@ -10,18 +10,17 @@ import getpass
 import secrets
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from cryptography import x509
 from rich.markup import escape
 
 from gateway import pki
-from gateway.audit import AuditEvent
-from gateway.credentials import CredentialStore
-from gateway.enrollment import reissue_certificate
 from ztbridge.cli.console import actor, err, fail, out
 from ztbridge.cli.context import gateway, settings
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 app = typer.Typer(help="The gateway's certificate authority for DICOM TLS.")
 
@@ -46,6 +45,8 @@ def ca_passphrase(create: bool = False) -> tuple[str | None, bool]:
 
 
 def _names(cert: x509.Certificate) -> str:
+    from cryptography import x509
+
     try:
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -54,7 +55,9 @@ def _names(cert: x509.Certificate) -> str:
 
 
 def _certificate_fingerprint(path: Path) -> str:
-    from gateway import crypto
+    from cryptography import x509
+
+    from gateway import crypto, pki
 
     return pki.fingerprint(
         crypto.certificate_der(x509.load_pem_x509_certificate(path.read_bytes()))
@@ -73,6 +76,8 @@ def ca_init(
     ] = None,
 ) -> None:
     """Create the CA and the gateway's TLS server certificate (once per data folder)."""
+    from gateway.audit import AuditEvent
+
     hosts = host or pki.default_server_names()
     passphrase, generated = ca_passphrase(create=True)
     assert passphrase is not None
@@ -99,6 +104,8 @@ def ca_init(
 @app.command("show")
 def ca_show() -> None:
     """Where the CA and server certificate are, their names, fingerprints and expiry."""
+    from cryptography import x509
+
     with gateway() as gw:
         paths = pki.PkiPaths(gw.settings.home)
         ca = pki.load_ca_cert(paths)
@@ -116,6 +123,7 @@ def ca_export(
     out_file: Annotated[Path, typer.Option("--out", help="where to write the CA certificate")],
 ) -> None:
     """Copy the CA certificate (public) to a file for a modality's trust store."""
+
     with gateway() as gw:
         paths = pki.PkiPaths(gw.settings.home)
         pki.load_ca_cert(paths)
@@ -132,6 +140,8 @@ def ca_server_cert(
     ] = None,
 ) -> None:
     """Issue a new server key and certificate (new names, or before expiry); restart after."""
+    from gateway.audit import AuditEvent
+
     hosts = host or pki.default_server_names()
     passphrase, _ = ca_passphrase()
     with gateway() as gw:
@@ -160,6 +170,8 @@ def device_cert(
     days: Annotated[int, typer.Option("--days", help="validity in days")] = pki.LEAF_DAYS,
 ) -> None:
     """Issue a new client certificate for a device; earlier ones are revoked unless --keep-old."""
+    from gateway.enrollment import reissue_certificate
+
     passphrase, _ = ca_passphrase()
     with gateway() as gw:
         d = gw.devices.find(ref)
@@ -184,6 +196,8 @@ def plain_tcp_warning(ae: str) -> str:
 
 def device_revoke_certs(ref: Annotated[str, typer.Argument(help="device id or AE title")]) -> None:
     """Revoke every certificate of a device: its TLS associations are refused from now on."""
+    from gateway.credentials import CredentialStore
+
     with gateway() as gw:
         d = gw.devices.find(ref)
         n = CredentialStore(gw.db, gw.audit, gw.clock).revoke_certificates(
@@ -200,6 +214,8 @@ def device_tls(
     ],
 ) -> None:
     """Require DICOM TLS from a device, or allow it plain TCP again."""
+    from gateway.credentials import CredentialStore
+
     with gateway() as gw:
         d = gw.devices.find(ref)
         store = CredentialStore(gw.db, gw.audit, gw.clock)

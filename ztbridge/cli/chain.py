@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from gateway import ledger_status
-from gateway.anchoring.drain import drain
-from gateway.anchoring.outbox import outbox_counts
-from gateway.anchoring.service import Anchoring
 from gateway.errors import ZtbridgeError
-from gateway.service import Gateway
 from ztbridge.cli.console import actor, fail, out
 from ztbridge.cli.context import gateway
+
+if TYPE_CHECKING:
+    from gateway.anchoring.service import Anchoring
+    from gateway.service import Gateway
 
 app = typer.Typer(help="The ledger: the registry contract and the anchoring outbox.")
 
@@ -124,6 +123,8 @@ def chain_info(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Backend, registry address, block height, gateway account and balance, pending anchors."""
+    from gateway import ledger_status
+
     with gateway() as gw:
         anchoring = anchoring_of(gw)
         info = ledger_status.chain_info(gw, anchoring)
@@ -173,6 +174,9 @@ def chain_drain() -> None:
     For when 'ztbridge up' is not running ('up' drains by itself). Exits 1 if anything is
     left pending (the chain was unreachable).
     """
+    from gateway.anchoring.drain import drain
+    from gateway.anchoring.outbox import outbox_counts
+
     with gateway("write") as gw:
         result = drain(anchoring_of(gw))
         counts = outbox_counts(gw.db)

@@ -8,15 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from gateway.errors import ZtbridgeError
-from gateway.service import Gateway, StoreAccess, open_gateway
-from gateway.settings import Settings, load_settings
 from ztbridge.cli.console import config_file, err, fail, setup_logging
+
+if TYPE_CHECKING:
+    from gateway.service import Gateway, StoreAccess
+    from gateway.settings import Settings
 
 
 def settings() -> Settings:
     """Settings from --config / ZTBRIDGE_CONFIG / environment."""
+    from gateway.settings import load_settings
+
     try:
         return load_settings(config_file())
     except ZtbridgeError as e:
@@ -30,6 +35,9 @@ def gateway(store_access: StoreAccess = "read", create: bool = False) -> Iterato
     Only commands that add data (``device add``, ``import``) may start a new data folder;
     the others refuse a folder without an index rather than create an empty one.
     """
+    from gateway.service import open_gateway
+    from gateway.settings import load_settings
+
     try:
         s = load_settings(config_file())
         setup_logging("WARNING" if s.log_level == "INFO" else s.log_level)

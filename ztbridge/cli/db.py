@@ -7,16 +7,17 @@ Standalone, not registered: the coordinator mounts it with
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from gateway.errors import ZtbridgeError
-from gateway.index.maintenance import index_revision, upgrade_index
-from gateway.settings import Settings, load_settings
 from ztbridge.cli.context import settings as configured
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
 
 db_app = typer.Typer(no_args_is_help=True, help="The index schema (Alembic revisions).")
 _out = Console()
@@ -25,6 +26,8 @@ _err = Console(stderr=True)
 
 def _settings(config: Path | None) -> Settings:
     """``--config`` given here, else the root's ``--config`` / ``$ZTBRIDGE_CONFIG``."""
+    from gateway.settings import load_settings
+
     return load_settings(config) if config is not None else configured()
 
 
@@ -38,6 +41,8 @@ def db_current(
     config: Annotated[Path | None, typer.Option("--config", "-c", hidden=True)] = None,
 ) -> None:
     """Show the index's schema revision and this code's; exit 1 if the index is newer."""
+    from gateway.index.maintenance import index_revision
+
     try:
         rev = index_revision(_settings(config))
     except ZtbridgeError as e:
@@ -53,6 +58,8 @@ def db_upgrade(
     config: Annotated[Path | None, typer.Option("--config", "-c", hidden=True)] = None,
 ) -> None:
     """Upgrade the index to this code's schema (also done by every open); back it up first."""
+    from gateway.index.maintenance import upgrade_index
+
     try:
         before, after = upgrade_index(_settings(config))
     except ZtbridgeError as e:

@@ -7,19 +7,18 @@ The certificate commands of a device (``device cert``, ``tls``, ``revoke-certs``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from gateway import enrollment
-from gateway.posture.policy import NO_POLICY
-from gateway.service import Gateway
-from gateway.status import device_views
 from ztbridge.cli import ca
 from ztbridge.cli.console import actor, err, fail, out
 from ztbridge.cli.context import gateway
+
+if TYPE_CHECKING:
+    from gateway.service import Gateway
 
 app = typer.Typer(help="Register the modalities and workstations allowed to send.")
 
@@ -100,6 +99,8 @@ def device_add(
 ) -> None:
     """Register a device allowed to send: AE title, source addresses, posture policy,
     and optionally DICOM TLS and user identity."""
+    from gateway import enrollment
+
     if user_identity not in ("none", "passcode", "jwt"):
         raise fail("--user-identity is 'passcode' or 'jwt'")
     options = enrollment.EnrollOptions(
@@ -159,6 +160,8 @@ def print_enrollment(
     gw: Gateway, ae: str, policy: str, key_out: Path | None, fp: str | None
 ) -> None:
     """Tell the admin what the device's posture needs next."""
+    from gateway.posture.policy import NO_POLICY
+
     if policy == NO_POLICY:
         out.print(
             "Posture: not required (policy 'none'): admitted on AE title and address alone.",
@@ -183,6 +186,9 @@ def print_enrollment(
 @app.command("list")
 def device_list() -> None:
     """List registered devices."""
+    from gateway.posture.policy import NO_POLICY
+    from gateway.status import device_views
+
     with gateway() as gw:
         views = device_views(gw)
     table = Table(

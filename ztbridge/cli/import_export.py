@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
-from gateway.anchoring.drain import drain
-from gateway.anchoring.service import Anchoring
-from gateway.export import export_study
-from gateway.importer import SKIPPED, discover, import_paths
-from gateway.ingest import Outcome, Receipt
 from ztbridge.cli.console import actor, err, fail, out, progress
 from ztbridge.cli.context import custodian_passphrase, gateway
+
+if TYPE_CHECKING:
+    from gateway.anchoring.service import Anchoring
 
 
 def import_cmd(
@@ -28,6 +26,9 @@ def import_cmd(
     apart; a DICOMDIR's referenced files are imported. Exit code 2 only if something that is
     DICOM was refused.
     """
+    from gateway.importer import SKIPPED, discover, import_paths
+    from gateway.ingest import Outcome, Receipt
+
     with gateway("write", create=True) as gw:
         try:
             files = list(discover(paths))
@@ -68,6 +69,8 @@ _SHOWN = 20  # skipped files listed by name; a DVD may hold hundreds of viewer f
 
 def _anchor_import(anchoring: Anchoring, studies: set[str]) -> None:
     """Seal the imported studies into batches, then try to anchor them right away."""
+    from gateway.anchoring.drain import drain
+
     sealed = anchoring.seal_studies(studies)
     result = drain(anchoring, seal_all=False)
     if result.error:
@@ -93,6 +96,8 @@ def export_cmd(
     Never overwrites a file. Every instance that verifies is written; each one that does not
     (damaged, missing, or its file already exists) is named, and the exit code is 2.
     """
+    from gateway.export import export_study
+
     with gateway() as gw:
         with progress() as bar:
             task = bar.add_task("exporting", total=None)

@@ -11,8 +11,6 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from gateway.accounts.ceremonies import link_account
-from gateway.accounts.onchain import sync_now
 from ztbridge.cli.console import actor, out
 from ztbridge.cli.context import custodian_passphrase, gateway
 
@@ -32,6 +30,9 @@ def patient_link(
     earlier ones are re-sealed to the patient and their records moved on-chain (needs
     ZTBRIDGE_CUSTODIAN_PASSPHRASE and the ledger: stop 'ztbridge up' for that, or use the
     admin page's Patient ID links form, which runs in 'up')."""
+    from gateway.accounts.ceremonies import link_account
+    from gateway.accounts.onchain import sync_now
+
     with gateway("read") as gw:
         report = link_account(gw, username, patient_id, issuer, custodian_passphrase(gw), actor())
         account = gw.users.get(username)

@@ -5,13 +5,14 @@ from __future__ import annotations
 from rich.markup import escape
 from rich.table import Table
 
-from gateway.status import gather
 from ztbridge.cli.console import out
 from ztbridge.cli.context import gateway
 
 
 def status() -> None:
     """Show where data lives, what is stored, the listeners and whether 'up' runs."""
+    from gateway.status import gather
+
     with gateway() as gw:
         found = gather(gw)
     table = Table(show_header=False, box=None)

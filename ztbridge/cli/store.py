@@ -9,8 +9,6 @@ import typer
 from rich.markup import escape
 
 from gateway.errors import InvalidInputError
-from gateway.export import export_car_file
-from gateway.store_check import StoreCheck
 from ztbridge.cli.console import fail, out
 from ztbridge.cli.context import gateway
 
@@ -26,6 +24,8 @@ def store_export_car(
 
     Refuses an existing file; a failure part-way leaves no file.
     """
+    from gateway.export import export_car_file
+
     with gateway() as gw:
         try:
             objects, blocks = export_car_file(gw, study, out_file)
@@ -37,6 +37,8 @@ def store_export_car(
 @app.command("verify")
 def store_verify() -> None:
     """Re-read every stored block and check it against its CID; check every index row."""
+    from gateway.store_check import StoreCheck
+
     with gateway() as gw:
         check = StoreCheck(gw.store, gw.db)
         problems = 0

@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -19,9 +19,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from gateway.errors import ZtbridgeError
-from gateway.search import Search, StudyQuery, open_search
-from gateway.settings import Settings, load_settings
 from ztbridge.cli.context import settings as configured
+
+if TYPE_CHECKING:
+    from gateway.search import Search
+    from gateway.settings import Settings
 
 studies_app = typer.Typer(
     invoke_without_command=True, no_args_is_help=False, help="List and show stored studies."
@@ -32,6 +34,8 @@ _err = Console(stderr=True)
 
 def _settings(config: Path | None) -> Settings:
     """``--config`` given here, else the root's ``--config`` / ``$ZTBRIDGE_CONFIG``."""
+    from gateway.settings import load_settings
+
     return load_settings(config) if config is not None else configured()
 
 
@@ -42,6 +46,8 @@ def _fail(message: str) -> typer.Exit:
 
 @contextmanager
 def _search(config: Path | None) -> Iterator[Search]:
+    from gateway.search import open_search
+
     try:
         search, db = open_search(_settings(config))
     except ZtbridgeError as e:
@@ -79,6 +85,8 @@ def studies_list(
     config: Annotated[Path | None, typer.Option("--config", "-c", hidden=True)] = None,
 ) -> None:
     """List studies, newest first: patient, date, modalities, description, counts, anchored."""
+    from gateway.search import StudyQuery
+
     if ctx.invoked_subcommand is not None:
         return
     query = StudyQuery(

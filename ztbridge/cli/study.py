@@ -9,8 +9,6 @@ from typing import Annotated, Literal
 
 import typer
 
-from gateway.anchoring.transfer import transfer_now
-from gateway.keys import unlock_custodian
 from ztbridge.cli.console import actor, fail, out
 from ztbridge.cli.context import gateway
 
@@ -31,6 +29,9 @@ def study_transfer(
     Needs ZTBRIDGE_CUSTODIAN_PASSPHRASE (the study keys are re-wrapped to the patient) and the
     ledger (stop 'ztbridge up' first: one process signs at a time).
     """
+    from gateway.anchoring.transfer import transfer_now
+    from gateway.keys import unlock_custodian
+
     if kem not in ("x25519", "mlkem768-x25519"):
         raise fail(f"unknown KEM {kem!r}: use x25519 or mlkem768-x25519")
     chosen: Literal["x25519", "mlkem768-x25519"] = (

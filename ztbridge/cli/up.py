@@ -11,25 +11,27 @@ import signal
 import time
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import typer
 
-from dicom_scp.server import DicomServer
-from gateway.accounts.expiry import sweep
-from gateway.anchoring.worker import AnchorWorker
 from gateway.errors import ZtbridgeError
-from gateway.pki import certificate_fingerprint, default_server_names, ensure_self_signed
-from gateway.service import Gateway, open_gateway
-from gateway.status import UpMarker
-from portal.server import PortalServer, credentials, portal_mode
 from ztbridge.cli.console import err, fail, setup_logging
 from ztbridge.cli.context import announce_passphrase, settings
+
+if TYPE_CHECKING:
+    from gateway.service import Gateway
+    from gateway.status import UpMarker
+    from portal.server import PortalServer
 
 log = logging.getLogger("ztbridge")
 
 
 def up() -> None:
     """Start ztbridge: the DICOM listener on embedded defaults. Ctrl-C stops it cleanly."""
+    from gateway.service import open_gateway
+    from gateway.status import UpMarker
+
     s = settings()
     setup_logging(s.log_level)
     marker = UpMarker(s.home)
@@ -52,6 +54,9 @@ def _pid(marker: UpMarker) -> str:
 
 
 def _serve(gw: Gateway, home: Path, marker: UpMarker) -> None:
+    from dicom_scp.server import DicomServer
+    from gateway.anchoring.worker import AnchorWorker
+
     s = gw.settings
     announce_passphrase(gw)
     announce_first_admin(gw)
@@ -123,6 +128,8 @@ def _serve(gw: Gateway, home: Path, marker: UpMarker) -> None:
 
 def _expire_shares(gw: Gateway) -> None:
     """Shares past their expiry end like a revoke (``gateway.accounts.expiry``)."""
+    from gateway.accounts.expiry import sweep
+
     if gw.accounts is None:
         return
     try:
@@ -167,6 +174,9 @@ def start_portal(gw: Gateway) -> PortalServer | None:
     configured certificate, else ``ca init``'s server certificate, else a self-signed one
     made now and kept in the home; plain HTTP only with ``portal.allow_plain_http``. The
     certificate's SHA-256 fingerprint is printed, for users to compare with their browser's."""
+    from gateway.pki import ensure_self_signed
+    from portal.server import PortalServer, credentials, portal_mode
+
     s = gw.settings.portal
     try:
         mode = portal_mode(gw.settings)
@@ -195,6 +205,8 @@ def start_portal(gw: Gateway) -> PortalServer | None:
 def _portal_names(host: str) -> list[str]:
     """The self-signed certificate's names: this host's, and the portal's address if it
     listens on one address only."""
+    from gateway.pki import default_server_names
+
     names = default_server_names()
     if host not in ("0.0.0.0", "::") and host not in names:
         names.append(host)
@@ -202,6 +214,8 @@ def _portal_names(host: str) -> list[str]:
 
 
 def _announce_certificate(cert: Path, made: bool, url: str) -> None:
+    from gateway.pki import certificate_fingerprint
+
     fp = certificate_fingerprint(cert)
     how = "self-signed, made now" if made else str(cert)
     log.info("portal certificate %s, SHA-256 fingerprint %s", cert, fp)

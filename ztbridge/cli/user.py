@@ -8,19 +8,18 @@ enrollment link, or with ``--totp-secret-file`` the TOTP secret (to that file, o
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from gateway.accounts.ceremonies import recover_account
-from gateway.accounts.onchain import sync_now
-from gateway.accounts.users import Account
-from gateway.durable import create_file
-from gateway.service import Gateway
 from ztbridge.cli.console import actor, err, fail, out
 from ztbridge.cli.context import custodian_passphrase, gateway
+
+if TYPE_CHECKING:
+    from gateway.accounts.users import Account
+    from gateway.service import Gateway
 
 app = typer.Typer(help="Accounts of patients, doctors and staff (password + TOTP).")
 
@@ -33,6 +32,8 @@ def _state(a: Account) -> str:
 
 def _sync(gw: Gateway) -> None:
     """Carry account changes to the registry now if this command can take the ledger."""
+    from gateway.accounts.onchain import sync_now
+
     if gw.anchoring is None:
         return
     if sync_now(gw.anchoring):
@@ -74,6 +75,8 @@ def user_add(
 ) -> None:
     """Create an account with its own keys; print its one-time enrollment link (24 h), or,
     with --password-file and --totp-secret-file, provision it completely."""
+    from gateway.durable import create_file
+
     if (password_file is None) != (totp_secret_file is None):
         raise fail("--password-file and --totp-secret-file go together (or give neither)")
     if totp_secret_file is not None and (
@@ -175,6 +178,8 @@ def user_recover(username: Annotated[str, typer.Argument(help="login name")]) ->
     new one-time link that sets a new password and TOTP secret; old sessions end.
 
     Needs ZTBRIDGE_CUSTODIAN_PASSPHRASE (an admin ceremony; audited)."""
+    from gateway.accounts.ceremonies import recover_account
+
     with gateway("read") as gw:
         invitation = recover_account(gw, username, custodian_passphrase(gw), actor())
     out.print(

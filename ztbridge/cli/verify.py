@@ -7,9 +7,6 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from gateway.keys import unlock_custodian
-from gateway.ledger_status import open_ledgers
-from gateway.verify import Verifier
 from ztbridge.cli.chain import anchoring_of
 from ztbridge.cli.console import fail, out, progress
 from ztbridge.cli.context import custodian_passphrase, gateway
@@ -34,6 +31,10 @@ def verify_cmd(
 
     Needs the custodian passphrase (ZTBRIDGE_CUSTODIAN_PASSPHRASE) to decrypt.
     """
+    from gateway.keys import unlock_custodian
+    from gateway.ledger_status import open_ledgers
+    from gateway.verify import Verifier
+
     if (study is None) == (not all_studies):
         raise fail("give either --study UID or --all")
     with gateway() as gw:
