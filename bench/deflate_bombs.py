@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.hostile._datasets import deflate_bomb, hostile_gateway, send  # noqa: E402
+from tests.hostile.harness import deflate_bomb, hostile_gateway, send  # noqa: E402
 from tests.support.gateway_proc import running  # noqa: E402
 
 
